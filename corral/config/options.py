@@ -1,0 +1,231 @@
+"""Every option, declared once.
+
+Each field of :class:`Config` carries an :class:`OptionSpec` in its metadata. That one
+declaration drives the click flag (``--graceful-timeout``), the environment variable
+(``CORRAL_GRACEFUL_TIMEOUT``), the config-file key (``graceful_timeout``), the help
+text and the generated reference in ``docs/options.md``. Nothing else lists options.
+
+The model is flat on purpose: the file keys and environment variables of the contract
+are flat (``workers = 4``), and a flat model keeps each option's three spellings
+trivially derivable from its field name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+
+class Kind(enum.Enum):
+    """How an option's raw value (a string from argv or env, or a TOML value) is parsed."""
+
+    STR = "text"
+    INT = "integer"
+    FLOAT = "number"
+    BOOL = "boolean"
+    CHOICE = "choice"
+    LIST = "list"
+
+
+@dataclass(frozen=True, slots=True)
+class OptionSpec:
+    help: str
+    kind: Kind
+    section: str
+    #: Extra spellings on the command line, such as ``-w``.
+    short: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()
+    #: Smallest accepted number, for INT and FLOAT.
+    minimum: float | None = None
+    #: ``None`` is an accepted value (spelled ``none`` in env and on the command line).
+    nullable: bool = False
+    metavar: str = ""
+    #: Environment variables read after ``CORRAL_<NAME>``, for compatibility.
+    env_aliases: tuple[str, ...] = ()
+
+
+def option(
+    default: Any,
+    help: str,
+    kind: Kind,
+    section: str,
+    *,
+    short: tuple[str, ...] = (),
+    choices: tuple[str, ...] = (),
+    minimum: float | None = None,
+    nullable: bool = False,
+    metavar: str = "",
+    env_aliases: tuple[str, ...] = (),
+) -> Any:
+    spec = OptionSpec(
+        help=help,
+        kind=kind,
+        section=section,
+        short=short,
+        choices=choices,
+        minimum=minimum,
+        nullable=nullable,
+        metavar=metavar,
+        env_aliases=env_aliases,
+    )
+    if isinstance(default, (list, tuple)):
+        frozen = tuple(default)
+        return field(default_factory=lambda: frozen, metadata={"corral": spec})
+    return field(default=default, metadata={"corral": spec})
+
+
+SERVER = "Application and server"
+BIND = "Binding"
+WORKERS = "Workers and supervision"
+HTTP = "HTTP"
+TIMEOUTS = "Timeouts"
+WS = "WebSocket"
+LOG = "Logging"
+RELOAD = "Development reload"
+
+S, I, F, B, C, L = Kind.STR, Kind.INT, Kind.FLOAT, Kind.BOOL, Kind.CHOICE, Kind.LIST
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """The complete, validated configuration of one server. Immutable.
+
+    Build one with :func:`corral.config.load_config` (which applies defaults, file,
+    environment and command line, in that order) or directly with keyword arguments.
+    """
+
+    # -- application and server -------------------------------------------------------
+    app: str = option("", "The ASGI application, as module:attribute.", S, SERVER, metavar="APP")
+    factory: bool = option(
+        False, "APP names a callable that returns the application.", B, SERVER
+    )
+    app_dir: str = option(
+        ".", "Directory put first on sys.path to import APP.", S, SERVER, metavar="DIR"
+    )
+    lifespan: str = option(
+        "auto",
+        "ASGI lifespan: on (required), off, or auto (used if the app supports it).",
+        C,
+        SERVER,
+        choices=("auto", "on", "off"),
+    )
+    root_path: str = option("", "ASGI root_path, for an app mounted below a prefix.", S, SERVER)
+    http: str = option(
+        "auto", "HTTP parser implementation.", C, SERVER, choices=("auto", "h11")
+    )
+    loop: str = option(
+        "auto",
+        "Event loop: uvloop when installed (auto), or asyncio.",
+        C,
+        SERVER,
+        choices=("auto", "asyncio", "uvloop"),
+    )
+    env_file: str | None = option(
+        None, "File of KEY=VALUE lines added to the workers' environment.", S, SERVER,
+        nullable=True, metavar="FILE",
+    )
+    server_header: bool = option(True, "Send a Server header.", B, SERVER)
+    date_header: bool = option(True, "Send a Date header.", B, SERVER)
+    header: tuple[str, ...] = option(
+        (), "Extra default response header, as 'Name: value' (repeatable).", L, SERVER,
+        metavar="HEADER",
+    )
+
+    # -- binding -------------------------------------------------------------------------
+    bind: tuple[str, ...] = option(
+        (),
+        "Address to listen on: HOST:PORT, [V6]:PORT, unix:PATH or fd://N (repeatable). "
+        "Default 127.0.0.1:8000.",
+        L,
+        BIND,
+        short=("-b",),
+        metavar="ADDR",
+    )
+    host: str | None = option(None, "Shortcut: bind to this host.", S, BIND, nullable=True)
+    port: int | None = option(
+        None, "Shortcut: bind to this port (0 picks a free one).", I, BIND,
+        minimum=0, nullable=True,
+    )
+    uds: str | None = option(
+        None, "Shortcut: bind to this unix socket path.", S, BIND, nullable=True, metavar="PATH"
+    )
+    fd: int | None = option(
+        None, "Shortcut: serve on this inherited file descriptor.", I, BIND,
+        minimum=0, nullable=True,
+    )
+    backlog: int = option(2048, "Listen backlog of each socket.", I, BIND, minimum=1)
+
+    # -- workers ---------------------------------------------------------------------------
+    workers: int = option(
+        1, "Number of worker processes.", I, WORKERS, short=("-w",), minimum=1,
+        env_aliases=("WEB_CONCURRENCY",),
+    )
+    preload: bool = option(False, "Import the app in the master before forking.", B, WORKERS)
+    graceful_timeout: float = option(
+        30.0, "Seconds to drain on stop or reload before workers are killed.", F, WORKERS,
+        minimum=0,
+    )
+    worker_timeout: float = option(
+        60.0, "Seconds of heartbeat silence before a worker is killed (0: never).", F,
+        WORKERS, minimum=0,
+    )
+    max_requests: int = option(
+        0, "Replace a worker after this many requests (0: never).", I, WORKERS, minimum=0
+    )
+    max_requests_jitter: int = option(
+        0, "Random extra requests added to --max-requests per worker.", I, WORKERS, minimum=0
+    )
+    pid: str | None = option(
+        None, "Write the master's PID to this file.", S, WORKERS, nullable=True, metavar="FILE"
+    )
+
+    # -- HTTP ---------------------------------------------------------------------------------
+    limit_concurrency: int | None = option(
+        None, "Requests and WebSockets served at once per worker; more get 503.", I, HTTP,
+        minimum=1, nullable=True,
+    )
+    max_header_size: int = option(
+        16384, "Largest request head in bytes; larger gets 431.", I, HTTP, minimum=256
+    )
+    max_body_size: int | None = option(
+        None, "Largest request body in bytes; larger gets 413.", I, HTTP,
+        minimum=0, nullable=True,
+    )
+
+    # -- timeouts ---------------------------------------------------------------------------
+    timeout_keep_alive: float = option(
+        5.0, "Seconds an idle keep-alive connection is kept open.", F, TIMEOUTS, minimum=0
+    )
+    timeout_header: float = option(
+        10.0, "Seconds to receive a whole request head, from its first byte.", F, TIMEOUTS,
+        minimum=0.1,
+    )
+    timeout_body: float = option(
+        30.0, "Seconds of silence allowed while the app waits for request body.", F, TIMEOUTS,
+        minimum=0.1,
+    )
+    timeout_write: float = option(
+        30.0, "Seconds a response may stall because the client does not read.", F, TIMEOUTS,
+        minimum=0.1,
+    )
+
+    # -- logging ---------------------------------------------------------------------------
+    log_level: str = option(
+        "info", "Log level.", C, LOG,
+        choices=("critical", "error", "warning", "info", "debug", "trace"),
+    )
+    access_log: bool = option(True, "Write an access log line per request.", B, LOG)
+    log_format: str = option("text", "Log line format.", C, LOG, choices=("text", "json"))
+    log_config: str | None = option(
+        None, "logging.config.dictConfig file (JSON or TOML); overrides the above.", S, LOG,
+        nullable=True, metavar="FILE",
+    )
+
+
+#: Option name -> its declaration, in declaration order.
+SPECS: Final[dict[str, OptionSpec]] = {
+    f.name: f.metadata["corral"] for f in dataclasses.fields(Config)
+}
+DEFAULTS: Final = Config()

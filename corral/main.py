@@ -1,0 +1,168 @@
+"""Starting a server: logging, pidfile, binding, optional preload, then the master loop.
+
+:func:`serve` is what the command line runs; :func:`run` is the same for Python
+callers (``corral.run(app="pkg.mod:app", workers=2)``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from corral.config import ConfigError, LoadedConfig, effective_binds, load_config
+from corral.lifecycle import ExitCode
+from corral.logs import configure_logging
+
+logger = logging.getLogger("corral.error")
+
+
+class PidfileBusy(Exception):
+    """The pidfile names a live process."""
+
+
+def write_pidfile(path: str) -> None:
+    """Write our pid, refusing a file that names another live process.
+
+    Raises:
+        PidfileBusy: with a message for the user.
+    """
+    target = Path(path)
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        other = int(target.read_text().strip() or "0")
+        if other and other != os.getpid():
+            try:
+                os.kill(other, 0)
+            except ProcessLookupError:
+                pass  # stale: its process is gone
+            except PermissionError:
+                raise PidfileBusy(f"pidfile {path} names a live process ({other})") from None
+            else:
+                raise PidfileBusy(f"pidfile {path} names a live process ({other})")
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(f"{os.getpid()}\n")
+    tmp.replace(target)
+
+
+def load_env_file(path: str) -> dict[str, str]:
+    """Parse ``KEY=VALUE`` lines (``#`` comments, optional quotes, optional ``export``).
+
+    Raises:
+        ConfigError: if the file cannot be read or a line is not KEY=VALUE.
+    """
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read env file {path}: {exc.strerror}") from None
+    result: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not key.replace("_", "a").isalnum():
+            raise ConfigError(f"env file {path}, line {number}: expected KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        result[key] = value
+    return result
+
+
+def serve(
+    loaded: LoadedConfig, cli: Mapping[str, object], config_file: str | None = None
+) -> int:
+    """Run the server described by ``loaded`` until it stops; return the exit code.
+
+    ``cli`` and ``config_file`` are kept so that HUP can load the config again from the
+    same sources.
+    """
+    from corral.supervisor.loop import Master, exit_code_name  # noqa: PLC0415
+    from corral.supervisor.sockets import BindFailed, bind_all  # noqa: PLC0415
+    from corral.workers.app import AppLoadError, load_app  # noqa: PLC0415
+
+    config = loaded.config
+    try:
+        configure_logging(config.log_level, config.log_format, config.log_config)
+    except ValueError as exc:
+        print(f"corral: error: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    if config.env_file is not None:
+        try:
+            os.environ.update(load_env_file(config.env_file))
+        except ConfigError as exc:
+            logger.error("%s", exc)
+            return ExitCode.USAGE
+    if config.pid is not None:
+        try:
+            write_pidfile(config.pid)
+        except (PidfileBusy, OSError) as exc:
+            logger.error("%s", exc)
+            return ExitCode.USAGE
+    listeners = []
+    try:
+        try:
+            specs = effective_binds(config.bind, config.host, config.port, config.uds, config.fd)
+            listeners = bind_all(specs, config.backlog)
+        except BindFailed as exc:
+            logger.error("%s", exc)
+            return ExitCode.BIND
+        app = None
+        if config.preload:
+            try:
+                app = load_app(config.app, factory=config.factory, app_dir=config.app_dir)
+            except AppLoadError as exc:
+                logger.error("cannot load the application: %s", exc)
+                return ExitCode.APP_IMPORT
+            except Exception:
+                logger.exception("cannot load the application %s", config.app)
+                return ExitCode.APP_IMPORT
+        for listener in listeners:
+            logger.info("listening on %s", listener.url())
+        logger.info(
+            "corral master %d serving %s with %d worker%s",
+            os.getpid(),
+            config.app,
+            config.workers,
+            "" if config.workers == 1 else "s",
+        )
+        master = Master(
+            loaded,
+            listeners,
+            reload_config=lambda: load_config(cli, config_path=config_file),
+            app=app,
+        )
+        try:
+            code = master.run()
+        except Exception:
+            logger.exception("the master failed")
+            code = ExitCode.INTERNAL
+        logger.info("corral master exiting with code %d (%s)", code, exit_code_name(code))
+        return code
+    finally:
+        for listener in listeners:
+            listener.close()
+        if config.pid is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(config.pid)
+
+
+def run(app: str, **options: Any) -> int:
+    """Serve ``app`` (``"module:attribute"``) with the given options; return the exit code.
+
+    Options are the config keys (``workers=2``, ``bind=["unix:/tmp/s"]``) and follow the
+    same precedence as the command line: they override the environment and config file.
+
+    Raises:
+        ConfigError: for an invalid option.
+    """
+    cli: dict[str, object] = {"app": app}
+    for name, value in options.items():
+        cli[name] = list(value) if isinstance(value, (list, tuple)) else value
+    return serve(load_config(cli), cli)

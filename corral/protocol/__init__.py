@@ -1,0 +1,3 @@
+"""corral.protocol."""
+
+from __future__ import annotations

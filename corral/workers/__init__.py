@@ -1,0 +1,3 @@
+"""corral.workers."""
+
+from __future__ import annotations

@@ -1,0 +1,230 @@
+"""One ASGI HTTP request/response cycle (HTTP spec 2.5).
+
+The cycle owns the ``receive``/``send`` pair given to the app for one request. Its
+state is an Enum, never a set of booleans:
+
+    AWAIT_START --http.response.start--> HEAD_HELD --first body--> STREAMING
+    HEAD_HELD / STREAMING --body with more_body=False--> DONE
+    any --app raised, or broke the protocol--> FAILED
+
+The response head is held until the first body message (the spec allows it), so an
+exception or an invalid header found when the head is finally serialised still becomes
+a clean 500, and the head and first chunk go out in one write (no Nagle stall).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from typing import TYPE_CHECKING, Any, final
+
+import h11
+
+from corral.protocol.http import LocalProtocolError
+from corral.workers.types import ASGIApp, ClientDisconnected, Message
+
+if TYPE_CHECKING:
+    from corral.workers.connection import HTTPConnection
+
+logger = logging.getLogger("corral.error")
+
+#: Request body bytes buffered for the app before reading from the socket pauses.
+#: Matches uvicorn's HIGH_WATER_LIMIT; a larger value buys nothing once the app reads.
+BODY_HIGH_WATER_BYTES = 64 * 1024
+
+_DISCONNECT: Message = {"type": "http.disconnect"}
+
+
+class CycleState(enum.Enum):
+    AWAIT_START = "await-start"
+    HEAD_HELD = "head-held"
+    STREAMING = "streaming"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@final
+class RequestCycle:
+    """Runs the app for one request and translates its messages for the HTTP core."""
+
+    __slots__ = (
+        "_body",
+        "_body_size",
+        "_continue_sent",
+        "_conn",
+        "_end_delivered",
+        "_headers",
+        "_waiter",
+        "bytes_sent",
+        "disconnected",
+        "method",
+        "more_body",
+        "scope",
+        "started_at",
+        "state",
+        "status",
+        "target",
+    )
+
+    def __init__(self, conn: HTTPConnection, scope: dict[str, Any], request: h11.Request) -> None:
+        self._conn = conn
+        self.scope = scope
+        self.method = request.method
+        self.target = request.target
+        self.state = CycleState.AWAIT_START
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self.more_body = True
+        self.disconnected = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._continue_sent = False
+        self._end_delivered = False
+        self.status = 0
+        self._headers: list[tuple[bytes, bytes]] = []
+        self.bytes_sent = 0
+        self.started_at = 0.0
+
+    # -- events from the connection --------------------------------------------------------
+
+    def feed_body(self, data: bytes) -> None:
+        self._body.append(data)
+        self._body_size += len(data)
+        if self._body_size > BODY_HIGH_WATER_BYTES:
+            self._conn.pause_reading_for_body()
+        self._wake()
+
+    def feed_end(self) -> None:
+        self.more_body = False
+        self._wake()
+
+    def disconnect(self) -> None:
+        self.disconnected = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- the app -----------------------------------------------------------------------------
+
+    async def run(self, app: ASGIApp) -> None:
+        """Run the app to the end; only cancellation propagates."""
+        try:
+            await app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            pass  # the client left: normal, not an error (spec 2.4)
+        except asyncio.CancelledError:
+            self._fail(None, "")
+            raise
+        except Exception as exc:
+            self._fail(exc, "exception in ASGI application")
+        else:
+            self._fail(None, "ASGI application returned without completing the response")
+        finally:
+            self._conn.cycle_finished(self)
+
+    def _fail(self, exc: BaseException | None, message: str) -> None:
+        """End a cycle that did not complete: 500 if nothing was written, else cut it."""
+        state = self.state
+        if state is CycleState.DONE or state is CycleState.FAILED:
+            if exc is not None:
+                logger.error("%s after the response", message, exc_info=exc)
+            return
+        self.state = CycleState.FAILED
+        if self.disconnected:
+            return
+        if message:
+            logger.error(message, exc_info=exc)
+        if state is CycleState.STREAMING:
+            self._conn.abort()  # a truncated body must not look complete
+        else:
+            self._conn.send_error(500)
+
+    async def receive(self) -> Message:
+        conn = self._conn
+        if not self._continue_sent and conn.core.they_are_waiting_for_100_continue:
+            # RFC 9110 section 10.1.1: send 100 only once the app asks for the body.
+            self._continue_sent = True
+            if self.state is CycleState.AWAIT_START:
+                conn.send_continue()
+        while not self._body and self.more_body and self._waiting_allowed():
+            waiter = self._waiter = conn.loop.create_future()
+            conn.wait_for_body()
+            await waiter
+        if self.state is not CycleState.DONE and self.state is not CycleState.FAILED:
+            if self._body or (not self.more_body and not self._end_delivered):
+                body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+                self._body = []
+                self._body_size = 0
+                if self.more_body:
+                    conn.resume_reading_for_body()
+                else:
+                    self._end_delivered = True
+                return {"type": "http.request", "body": body, "more_body": self.more_body}
+        # The body is over: wait for the client to go or the response to end (long-poll).
+        while self._waiting_allowed():
+            waiter = self._waiter = conn.loop.create_future()
+            await waiter
+        return _DISCONNECT
+
+    def _waiting_allowed(self) -> bool:
+        state = self.state
+        return not self.disconnected and state is not CycleState.DONE and (
+            state is not CycleState.FAILED
+        )
+
+    async def send(self, message: Message) -> None:
+        if self.disconnected:
+            raise ClientDisconnected("client disconnected")
+        kind = message["type"]
+        state = self.state
+        if state is CycleState.AWAIT_START:
+            if kind != "http.response.start":
+                raise RuntimeError(f"expected 'http.response.start', got {kind!r}")
+            status = message["status"]
+            if type(status) is not int or not 100 <= status <= 999:
+                raise RuntimeError(f"invalid HTTP status {status!r}")
+            self.status = status
+            self._headers = list(message.get("headers", ()))
+            self.state = CycleState.HEAD_HELD
+            return
+        if state is not CycleState.HEAD_HELD and state is not CycleState.STREAMING:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} after the response ended")
+        if kind != "http.response.body":
+            raise RuntimeError(f"expected 'http.response.body', got {kind!r}")
+        body = message.get("body", b"")
+        more = message.get("more_body", False)
+        conn = self._conn
+        core = conn.core
+        if state is CycleState.HEAD_HELD:
+            try:
+                core.send_response(self.status, conn.response_headers(self._headers))
+            except LocalProtocolError as exc:
+                raise RuntimeError(f"invalid response head: {exc}") from None
+            self.state = CycleState.STREAMING
+        try:
+            if body:
+                core.send_body(body)
+                self.bytes_sent += len(body)
+            if not more:
+                core.send_end()
+        except LocalProtocolError as exc:
+            self.state = CycleState.FAILED
+            conn.flush()
+            conn.abort()
+            raise RuntimeError(str(exc)) from None
+        if not more:
+            self.state = CycleState.DONE
+            conn.flush()
+            conn.response_finished(self)
+            self._wake()
+            return
+        conn.flush()
+        if conn.write_paused:
+            await conn.wait_writable()
+            if self.disconnected:
+                raise ClientDisconnected("client disconnected")

@@ -1,0 +1,103 @@
+"""The ASGI lifespan protocol (spec 2.0), run once per worker process.
+
+``auto`` runs it and carries on without it if the app raises before answering
+``lifespan.startup`` (that is how an app says it does not support lifespan); ``on``
+treats that as a startup failure; ``off`` never calls the app with a lifespan scope.
+A ``lifespan.startup.failed`` message is a failure in every mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, final
+
+from corral.workers.types import ASGI_LIFESPAN, ASGIApp, Message
+
+logger = logging.getLogger("corral.error")
+
+
+@final
+class Lifespan:
+    """Drives one app through ``lifespan.startup`` and ``lifespan.shutdown``.
+
+    Call :meth:`startup` once before serving and :meth:`shutdown` once after.
+    """
+
+    def __init__(self, app: ASGIApp, mode: str) -> None:
+        self._app = app
+        self._mode = mode
+        #: The lifespan state; every request scope gets a shallow copy.
+        self.state: dict[str, Any] = {}
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._startup_done = asyncio.Event()
+        self._shutdown_done = asyncio.Event()
+        self._failure: str | None = None
+        #: The task running the app's lifespan scope, if lifespan runs.
+        self.task: asyncio.Task[None] | None = None
+        self._supported = True
+
+    async def startup(self) -> bool:
+        """Run startup; return False if the server must not start."""
+        if self._mode == "off":
+            return True
+        scope = {"type": "lifespan", "asgi": dict(ASGI_LIFESPAN), "state": self.state}
+        self.task = asyncio.get_running_loop().create_task(self._run(scope))
+        await self._inbox.put({"type": "lifespan.startup"})
+        await self._startup_done.wait()
+        if self._failure is not None:
+            logger.error("lifespan startup failed: %s", self._failure)
+            return False
+        return True
+
+    async def shutdown(self) -> None:
+        """Run shutdown, if startup ran and the app supports lifespan."""
+        if self.task is None or not self._supported or self.task.done():
+            return
+        await self._inbox.put({"type": "lifespan.shutdown"})
+        await self._shutdown_done.wait()
+        if self._failure is not None:
+            logger.error("lifespan shutdown failed: %s", self._failure)
+
+    async def _run(self, scope: dict[str, Any]) -> None:
+        try:
+            await self._app(scope, self._receive, self._send)
+        except BaseException as exc:  # the app's failure is reported, not propagated
+            if not self._startup_done.is_set():
+                if self._mode == "auto":
+                    self._supported = False
+                    logger.info("ASGI lifespan not supported by the app; continuing without it")
+                else:
+                    self._failure = f"the app raised {exc!r}"
+                    logger.error("exception in lifespan startup", exc_info=exc)
+            elif not self._shutdown_done.is_set():
+                self._failure = f"the app raised {exc!r}"
+                logger.error("exception in lifespan shutdown", exc_info=exc)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+        else:
+            if not self._startup_done.is_set() and self._mode == "on":
+                self._failure = "the app returned without completing startup"
+            elif not self._startup_done.is_set():
+                self._supported = False
+        finally:
+            self._startup_done.set()
+            self._shutdown_done.set()
+
+    async def _receive(self) -> Message:
+        return await self._inbox.get()
+
+    async def _send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "lifespan.startup.complete":
+            self._startup_done.set()
+        elif kind == "lifespan.startup.failed":
+            self._failure = str(message.get("message", "")) or "lifespan.startup.failed"
+            self._startup_done.set()
+        elif kind == "lifespan.shutdown.complete":
+            self._shutdown_done.set()
+        elif kind == "lifespan.shutdown.failed":
+            self._failure = str(message.get("message", "")) or "lifespan.shutdown.failed"
+            self._shutdown_done.set()
+        else:
+            raise RuntimeError(f"unexpected ASGI lifespan message {kind!r}")

@@ -1,0 +1,143 @@
+"""What the connections of one worker share: the app, settings read once, counters.
+
+Every value a request needs is computed here once, when the worker starts, so the hot
+path never looks up config or formats a header that does not change. The sweep runs
+every :data:`SWEEP_INTERVAL_S`: it refreshes the Date header, closes connections whose
+deadline passed and sends the heartbeat, all from inside the event loop (a blocked loop
+therefore goes silent, which is what the master watches for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, final
+
+from corral.config import Config
+from corral.logs import access_logger, format_access
+from corral.protocol.http import HTTPLimits, UpgradeRequest
+from corral.workers.types import ASGIApp
+
+if TYPE_CHECKING:
+    from corral.workers.connection import HTTPConnection
+    from corral.workers.cycle import RequestCycle
+
+#: How often deadlines are checked and the Date header refreshed. Deadlines are
+#: therefore honoured to within this much; none of them is shorter than 0.1 s.
+SWEEP_INTERVAL_S = 0.25
+
+SERVER_HEADER = (b"server", b"corral")
+
+
+@final
+class WorkerServer:
+    """The shared state of one worker's connections."""
+
+    def __init__(
+        self,
+        config: Config,
+        app: ASGIApp,
+        lifespan_state: dict[str, Any],
+        loop: asyncio.AbstractEventLoop,
+        *,
+        on_request: Callable[[], None] | None = None,
+        start_websocket: Callable[[HTTPConnection, UpgradeRequest], None] | None = None,
+    ) -> None:
+        self.loop = loop
+        self.app = app
+        self.lifespan_state = lifespan_state
+        self.http_limits = HTTPLimits(
+            max_header_bytes=config.max_header_size, max_body_bytes=config.max_body_size
+        )
+        self.config = config
+        self.root_path = config.root_path
+        self.scheme = "http"
+        self.timeout_keep_alive = config.timeout_keep_alive
+        self.timeout_header = config.timeout_header
+        self.timeout_body = config.timeout_body
+        self.timeout_write = config.timeout_write
+        self.limit_concurrency = config.limit_concurrency or 0
+        self.access_log = config.access_log
+        self.connections: set[HTTPConnection] = set()
+        self.active = 0
+        self.requests = 0
+        self.draining = False
+        self.close_code = 0
+        self._on_request = on_request
+        self._start_websocket = start_websocket
+        extra = []
+        for text in config.header:
+            name, _, value = text.partition(":")
+            extra.append((name.strip().lower().encode("latin-1"), value.strip().encode("latin-1")))
+        self._static_headers = ([SERVER_HEADER] if config.server_header else []) + extra
+        self._date_header = config.date_header
+        self.default_headers: list[tuple[bytes, bytes]] = []
+        self._refresh_headers()
+
+    def _refresh_headers(self) -> None:
+        headers = list(self._static_headers)
+        if self._date_header:
+            date = email.utils.formatdate(time.time(), usegmt=True).encode("ascii")
+            headers.insert(0, (b"date", date))
+        self.default_headers = headers
+
+    # -- admission ----------------------------------------------------------------------------
+
+    def admit(self) -> bool:
+        """Take a slot for a request or WebSocket, or say no (503)."""
+        limit = self.limit_concurrency
+        if limit and self.active >= limit:
+            return False
+        self.active += 1
+        return True
+
+    def release(self) -> None:
+        self.active -= 1
+
+    def count_request(self) -> None:
+        self.requests += 1
+        if self._on_request is not None:
+            self._on_request()
+
+    def start_websocket(self, conn: HTTPConnection, event: UpgradeRequest) -> None:
+        if self._start_websocket is None:
+            conn.send_error(400)
+            return
+        self._start_websocket(conn, event)
+
+    # -- logging ------------------------------------------------------------------------------
+
+    def log_access(
+        self, conn: HTTPConnection, status: int, size: int, cycle: RequestCycle | None = None
+    ) -> None:
+        if not self.access_log or not access_logger.isEnabledFor(logging.INFO):
+            return
+        if cycle is None:
+            cycle = conn.cycle
+        duration = self.loop.time() - cycle.started_at if cycle is not None else 0.0
+        method = cycle.method if cycle is not None else b"-"
+        target = cycle.target if cycle is not None else b"-"
+        format_access(conn.client, method, target, status, size, duration)
+
+    # -- the sweep ----------------------------------------------------------------------------
+
+    def sweep(self) -> None:
+        """Refresh the Date header and enforce deadlines. Runs in the event loop."""
+        self._refresh_headers()
+        now = self.loop.time()
+        expired = [conn for conn in self.connections if conn.deadline <= now]
+        for conn in expired:
+            conn.deadline_passed()
+
+    def begin_drain(self, close_code: int) -> None:
+        """Stop reusing connections: idle ones close now, busy ones after their response.
+
+        WebSockets are closed with ``close_code`` (1001 on stop, 1012 on reload).
+        """
+        self.draining = True
+        self.close_code = close_code
+        for conn in list(self.connections):
+            conn.shutdown()

@@ -1,0 +1,257 @@
+"""The worker process: post-fork setup, app loading, lifespan, serving and draining.
+
+The master forks and calls :func:`run_worker` in the child, which returns the exit
+code. Nothing process-wide happens before the fork (gunicorn's pre-fork/post-fork
+split): signal handlers, the event loop, the app import (without ``--preload``) and
+lifespan all belong to the child.
+
+Signals (see :class:`corral.lifecycle.WorkerSignal`): TERM and INT drain with
+WebSocket close 1001; HUP drains with 1012 (the master is replacing this worker); a
+second INT, or QUIT, stops at once; USR1 reopens log files; USR2 dumps every thread's
+stack (faulthandler, so it works while the loop is blocked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import faulthandler
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from typing import final
+
+from corral.config import Config
+from corral.lifecycle import ExitCode, WorkerMessage, WorkerSignal
+from corral.logs import reopen_log_files
+from corral.workers.app import AppLoadError, load_app
+from corral.workers.connection import HTTPConnection
+from corral.workers.lifespan import Lifespan
+from corral.workers.server import SWEEP_INTERVAL_S, WorkerServer
+from corral.workers.types import ASGIApp
+
+logger = logging.getLogger("corral.error")
+
+#: Seconds between heartbeats; the master's --worker-timeout is many of these.
+HEARTBEAT_INTERVAL_S = 1.0
+
+#: WebSocket close codes for a drain (RFC 6455 section 7.4.1; 1012 is IANA-registered).
+CLOSE_GOING_AWAY = 1001
+CLOSE_SERVICE_RESTART = 1012
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class WorkerContext:
+    """What the master tells a worker at fork time."""
+
+    slot: int
+    generation: int
+    #: Write end of the pipe to the master, or -1 when running without one.
+    pipe_fd: int = -1
+    master_pid: int = 0
+    #: The application when the master imported it (--preload).
+    app: ASGIApp | None = None
+
+
+def _set_pdeathsig() -> None:
+    """Die with the master (Linux); elsewhere the sweep checks the parent pid."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes  # noqa: PLC0415 - only needed here, once
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+
+def _set_title(text: str) -> None:
+    try:
+        import setproctitle  # noqa: PLC0415 - optional extra
+    except ImportError:
+        return
+    setproctitle.setproctitle(text)
+
+
+def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
+    """The event loop ``--loop`` asks for (uvloop when installed and not refused)."""
+    if choice in ("auto", "uvloop"):
+        try:
+            import uvloop  # noqa: PLC0415 - optional extra
+        except ImportError:
+            if choice == "uvloop":
+                logger.warning("--loop uvloop: uvloop is not installed; using asyncio")
+        else:
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+            return loop
+    return asyncio.new_event_loop()
+
+
+def run_worker(config: Config, listeners: list[socket.socket], ctx: WorkerContext) -> int:
+    """Serve until told to stop; return the process exit code. Call in the child."""
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(signum, signal.SIG_DFL)
+    with contextlib.suppress(ValueError):
+        signal.set_wakeup_fd(-1)
+    if ctx.master_pid:
+        _set_pdeathsig()
+    faulthandler.register(WorkerSignal.DUMP_STACK, all_threads=True)
+    _set_title(f"corral worker {ctx.slot} [{config.app}]")
+    if ctx.pipe_fd >= 0:
+        os.set_blocking(ctx.pipe_fd, False)
+    loop = new_event_loop(config.loop)
+    asyncio.set_event_loop(loop)
+    worker = Worker(config, listeners, ctx, loop)
+    try:
+        return loop.run_until_complete(worker.main())
+    finally:
+        with contextlib.suppress(RuntimeError):
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+@final
+class Worker:
+    """One worker's life: start, serve, drain."""
+
+    def __init__(
+        self,
+        config: Config,
+        listeners: list[socket.socket],
+        ctx: WorkerContext,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.config = config
+        self.listeners = listeners
+        self.ctx = ctx
+        self.loop = loop
+        self.server: WorkerServer | None = None
+        self._stop = asyncio.Event()
+        self._stopping_code = 0  # WebSocket close code of the drain, once stopping
+        self._force = False
+        self._last_heartbeat = 0.0
+        self._recycle_after = 0
+        if config.max_requests:
+            self._recycle_after = config.max_requests + random.randint(
+                0, config.max_requests_jitter
+            )
+        self._recycle_sent = False
+
+    def tell_master(self, message: WorkerMessage) -> None:
+        if self.ctx.pipe_fd < 0:
+            return
+        # A full pipe means the master is not reading; a missed heartbeat is harmless.
+        with contextlib.suppress(BlockingIOError, BrokenPipeError):
+            os.write(self.ctx.pipe_fd, message.value)
+
+    async def main(self) -> int:
+        config = self.config
+        app = self.ctx.app
+        if app is None:
+            try:
+                app = load_app(config.app, factory=config.factory, app_dir=config.app_dir)
+            except AppLoadError as exc:
+                logger.error("cannot load the application: %s", exc)
+                return ExitCode.APP_IMPORT
+            except Exception:
+                logger.exception("cannot load the application %s", config.app)
+                return ExitCode.APP_IMPORT
+        lifespan = Lifespan(app, config.lifespan)
+        self._install_signals()
+        if not await lifespan.startup():
+            return ExitCode.LIFESPAN
+        if self._stop.is_set():
+            await lifespan.shutdown()
+            return ExitCode.OK
+        server = self.server = WorkerServer(
+            config, app, lifespan.state, self.loop, on_request=self._on_request,
+        )
+        servers = []
+        for sock in self.listeners:
+            servers.append(
+                await self.loop.create_server(
+                    lambda: HTTPConnection(server), sock=sock, backlog=config.backlog
+                )
+            )
+        self.tell_master(WorkerMessage.READY)
+        self._last_heartbeat = self.loop.time()
+        sweeper = self.loop.call_later(SWEEP_INTERVAL_S, self._sweep)
+        await self._stop.wait()
+        for srv in servers:
+            srv.close()
+        await self._drain(server, keep=lifespan.task)
+        sweeper.cancel()
+        await lifespan.shutdown()
+        return ExitCode.OK
+
+    def _install_signals(self) -> None:
+        loop = self.loop
+        loop.add_signal_handler(signal.SIGTERM, self._handle_stop, CLOSE_GOING_AWAY)
+        loop.add_signal_handler(signal.SIGINT, self._handle_int)
+        loop.add_signal_handler(signal.SIGHUP, self._handle_stop, CLOSE_SERVICE_RESTART)
+        loop.add_signal_handler(signal.SIGQUIT, self._handle_quit)
+        loop.add_signal_handler(signal.SIGUSR1, reopen_log_files)
+
+    def _handle_stop(self, code: int) -> None:
+        if not self._stopping_code:
+            self._stopping_code = code
+            self._stop.set()
+
+    def _handle_int(self) -> None:
+        # asyncio.Runner's rule: the first Ctrl-C drains, the second one forces.
+        if self._stopping_code:
+            self._handle_quit()
+        else:
+            self._handle_stop(CLOSE_GOING_AWAY)
+
+    def _handle_quit(self) -> None:
+        self._force = True
+        self._stopping_code = self._stopping_code or CLOSE_GOING_AWAY
+        self._stop.set()
+        if self.server is not None:
+            for conn in list(self.server.connections):
+                conn.abort()
+
+    def _on_request(self) -> None:
+        if self._recycle_after and not self._recycle_sent:
+            assert self.server is not None
+            if self.server.requests >= self._recycle_after:
+                self._recycle_sent = True
+                logger.info(
+                    "worker %d served %d requests; asking to be replaced",
+                    self.ctx.slot,
+                    self.server.requests,
+                )
+                self.tell_master(WorkerMessage.RECYCLE)
+
+    def _sweep(self) -> None:
+        server = self.server
+        assert server is not None
+        server.sweep()
+        now = self.loop.time()
+        if now - self._last_heartbeat >= HEARTBEAT_INTERVAL_S:
+            self._last_heartbeat = now
+            self.tell_master(WorkerMessage.HEARTBEAT)
+            if self.ctx.master_pid and os.getppid() != self.ctx.master_pid:
+                logger.warning("the master is gone; stopping")
+                self._handle_stop(CLOSE_GOING_AWAY)
+        self.loop.call_later(SWEEP_INTERVAL_S, self._sweep)
+
+    async def _drain(self, server: WorkerServer, keep: asyncio.Task[None] | None) -> None:
+        """Finish in-flight work within the graceful timeout, then cut what is left."""
+        server.begin_drain(self._stopping_code)
+        deadline = self.loop.time() + self.config.graceful_timeout
+        while server.connections and not self._force and self.loop.time() < deadline:
+            await asyncio.sleep(min(0.05, max(0.0, deadline - self.loop.time())))
+        for conn in list(server.connections):
+            conn.abort()
+        current = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not current and t is not keep]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
