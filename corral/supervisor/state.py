@@ -29,6 +29,13 @@ what it observes into events and executes the actions this module returns.
 # TTIN/TTOU, recycle requests, max lifetime, heartbeat kills and crash respawns all go
 # through this one path; they differ only in what makes the slot want a successor.
 #
+# Triggers. HUP (as SignalReceived) reloads with the same worker count; a loop that re-reads
+# the config feeds ReloadRequested(workers=n) instead. TTIN adds a slot, TTOU drops the
+# highest one (never below one). WorkerRecycleRequested comes from the worker (max
+# requests) or the loop (it samples memory). Max lifetime is checked here on Tick, one
+# worker at a time, oldest first. A crashed slot respawns on a later Tick, after backoff.
+# The timers and the crash accounting live in policy.py; this file only acts on them.
+#
 # Failures of a successor are judged by state:
 # - STARTING, exit code in FATAL_WORKER_EXITS: it would fail forever; fast stop and exit
 #   with that code.
@@ -631,7 +638,12 @@ class Supervisor:
         if self._state is State.STOPPING:
             status = f"STATUS=stopping, {len(self._procs)} workers left"
         else:
-            ready = sum(s.active is not None for i, s in self._slots.items() if i < self._target)
+            # Count the workers that are what the server should be: in range, current generation.
+            ready = sum(
+                s.active is not None and s.active.generation >= self._generation
+                for i, s in self._slots.items()
+                if i < self._target
+            )
             status = f"STATUS={ready}/{self._target} workers ready, generation {self._generation}"
         if status != self._status:
             self._status = status
