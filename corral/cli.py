@@ -60,7 +60,8 @@ def _params() -> list[click.Parameter]:
         click.Option(
             ["--config", "config_file"],
             metavar="FILE",
-            help="TOML config file (default: [tool.corral] in ./pyproject.toml). [env CORRAL_CONFIG]",
+            help="TOML config file (default: [tool.corral] in ./pyproject.toml). "
+            "[env CORRAL_CONFIG]",
         ),
         click.Option(
             ["--print-config"],
@@ -91,7 +92,7 @@ def _given(ctx: click.Context, values: dict[str, Any]) -> dict[str, object]:
 def _command(**values: Any) -> None:
     ctx = click.get_current_context()
     if values.pop("version"):
-        from corral import __version__  # noqa: PLC0415
+        from corral import __version__
 
         click.echo(f"corral {__version__}")
         return
@@ -104,11 +105,11 @@ def _command(**values: Any) -> None:
         click.echo(f"corral: error: {exc}", err=True)
         ctx.exit(ExitCode.USAGE)
     if print_config:
-        from corral.config.report import render  # noqa: PLC0415
+        from corral.config.report import render
 
         click.echo(render(loaded), nl=False)
         return
-    from corral.main import serve  # noqa: PLC0415 - keep --help fast
+    from corral.main import serve
 
     ctx.exit(serve(loaded, cli, config_file))
 

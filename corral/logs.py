@@ -32,7 +32,9 @@ def escape(text: str) -> str:
     """Make ``text`` safe for one log line: no control characters survive."""
     if _UNPRINTABLE.search(text) is None:
         return text
-    return _UNPRINTABLE.sub(lambda m: "\\\\" if m.group() == "\\" else f"\\x{ord(m.group()):02x}", text)
+    return _UNPRINTABLE.sub(
+        lambda m: "\\\\" if m.group() == "\\" else f"\\x{ord(m.group()):02x}", text
+    )
 
 
 def format_access(
@@ -118,13 +120,12 @@ def configure_logging(
     if log_config is not None:
         path = Path(log_config)
         try:
-            text = path.read_text()
             if path.suffix == ".toml":
-                from corral.config.loader import tomllib  # noqa: PLC0415
+                from corral.config.loader import read_config_file
 
-                data = tomllib.loads(text)
+                data = read_config_file(path)
             else:
-                data = json.loads(text)
+                data = json.loads(path.read_text())
             logging.config.dictConfig(data)
         except Exception as exc:
             raise ValueError(f"cannot apply --log-config {log_config}: {exc}") from None
@@ -154,9 +155,10 @@ def _isatty(stream: TextIO) -> bool:
 def reopen_log_files() -> None:
     """Reopen every file handler (log rotation with USR1)."""
     seen: set[int] = set()
-    loggers = [logging.getLogger(), *(
-        logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
-    )]
+    loggers = [
+        logging.getLogger(),
+        *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict)),
+    ]
     for logger in loggers:
         for handler in getattr(logger, "handlers", ()):
             if isinstance(handler, logging.FileHandler) and id(handler) not in seen:

@@ -52,7 +52,9 @@ class Server:
         workers: int | None = None,
     ) -> None:
         argv = [sys.executable, "-m", "corral", *args]
-        if bind_port and not any(a.startswith(("--port", "--bind", "-b", "--uds", "--fd")) for a in args):
+        if bind_port and not any(
+            a.startswith(("--port", "--bind", "-b", "--uds", "--fd")) for a in args
+        ):
             argv += ["--port", "0"]
         if "--app-dir" not in args:
             argv += ["--app-dir", str(ROOT)]
@@ -97,7 +99,9 @@ class Server:
         with self._cond:
             return "\n".join(self.lines)
 
-    def wait_for_line(self, pattern: str | re.Pattern[str], timeout: float = 10, start: int = 0) -> re.Match[str]:
+    def wait_for_line(
+        self, pattern: str | re.Pattern[str], timeout: float = 10, start: int = 0
+    ) -> re.Match[str]:
         """Wait for a log line matching ``pattern`` (from line ``start`` on)."""
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
         deadline = time.monotonic() + timeout * TIME_FACTOR
@@ -109,8 +113,9 @@ class Server:
                         return match
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    waited = timeout * TIME_FACTOR
                     raise AssertionError(
-                        f"no log line matching {regex.pattern!r} within {timeout * TIME_FACTOR:.1f}s;"
+                        f"no log line matching {regex.pattern!r} within {waited:.1f}s;"
                         f" output:\n{chr(10).join(self.lines)}"
                     )
                 self._cond.wait(min(remaining, 0.1))
@@ -119,7 +124,7 @@ class Server:
         match = self.wait_for_line(_LISTENING, timeout)
         self.url = match.group(1)
         if self.url.startswith("http://"):
-            hostport = self.url[len("http://"):]
+            hostport = self.url[len("http://") :]
             host, _, port = hostport.rpartition(":")
             self.host, self.port = host.strip("[]"), int(port)
         self.wait_for_line(r"generation \d+ READY", timeout)
@@ -141,7 +146,9 @@ class Server:
         try:
             return self.proc.wait(timeout * TIME_FACTOR)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"server did not exit within {timeout * TIME_FACTOR:.1f}s;\n{self.output}") from None
+            raise AssertionError(
+                f"server did not exit within {timeout * TIME_FACTOR:.1f}s;\n{self.output}"
+            ) from None
 
     def connect(self, timeout: float = 5) -> socket.socket:
         sock = socket.create_connection((self.host, self.port), timeout=timeout * TIME_FACTOR)

@@ -85,7 +85,7 @@ WS = "WebSocket"
 LOG = "Logging"
 RELOAD = "Development reload"
 
-S, I, F, B, C, L = Kind.STR, Kind.INT, Kind.FLOAT, Kind.BOOL, Kind.CHOICE, Kind.LIST
+S, N, F, B, C, L = Kind.STR, Kind.INT, Kind.FLOAT, Kind.BOOL, Kind.CHOICE, Kind.LIST
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,9 +98,7 @@ class Config:
 
     # -- application and server -------------------------------------------------------
     app: str = option("", "The ASGI application, as module:attribute.", S, SERVER, metavar="APP")
-    factory: bool = option(
-        False, "APP names a callable that returns the application.", B, SERVER
-    )
+    factory: bool = option(False, "APP names a callable that returns the application.", B, SERVER)
     app_dir: str = option(
         ".", "Directory put first on sys.path to import APP.", S, SERVER, metavar="DIR"
     )
@@ -112,9 +110,7 @@ class Config:
         choices=("auto", "on", "off"),
     )
     root_path: str = option("", "ASGI root_path, for an app mounted below a prefix.", S, SERVER)
-    http: str = option(
-        "auto", "HTTP parser implementation.", C, SERVER, choices=("auto", "h11")
-    )
+    http: str = option("auto", "HTTP parser implementation.", C, SERVER, choices=("auto", "h11"))
     loop: str = option(
         "auto",
         "Event loop: uvloop when installed (auto), or asyncio.",
@@ -123,13 +119,20 @@ class Config:
         choices=("auto", "asyncio", "uvloop"),
     )
     env_file: str | None = option(
-        None, "File of KEY=VALUE lines added to the workers' environment.", S, SERVER,
-        nullable=True, metavar="FILE",
+        None,
+        "File of KEY=VALUE lines added to the workers' environment.",
+        S,
+        SERVER,
+        nullable=True,
+        metavar="FILE",
     )
     server_header: bool = option(True, "Send a Server header.", B, SERVER)
     date_header: bool = option(True, "Send a Date header.", B, SERVER)
     header: tuple[str, ...] = option(
-        (), "Extra default response header, as 'Name: value' (repeatable).", L, SERVER,
+        (),
+        "Extra default response header, as 'Name: value' (repeatable).",
+        L,
+        SERVER,
         metavar="HEADER",
     )
 
@@ -145,37 +148,56 @@ class Config:
     )
     host: str | None = option(None, "Shortcut: bind to this host.", S, BIND, nullable=True)
     port: int | None = option(
-        None, "Shortcut: bind to this port (0 picks a free one).", I, BIND,
-        minimum=0, nullable=True,
+        None,
+        "Shortcut: bind to this port (0 picks a free one).",
+        N,
+        BIND,
+        minimum=0,
+        nullable=True,
     )
     uds: str | None = option(
         None, "Shortcut: bind to this unix socket path.", S, BIND, nullable=True, metavar="PATH"
     )
     fd: int | None = option(
-        None, "Shortcut: serve on this inherited file descriptor.", I, BIND,
-        minimum=0, nullable=True,
+        None,
+        "Shortcut: serve on this inherited file descriptor.",
+        N,
+        BIND,
+        minimum=0,
+        nullable=True,
     )
-    backlog: int = option(2048, "Listen backlog of each socket.", I, BIND, minimum=1)
+    backlog: int = option(2048, "Listen backlog of each socket.", N, BIND, minimum=1)
 
     # -- workers ---------------------------------------------------------------------------
     workers: int = option(
-        1, "Number of worker processes.", I, WORKERS, short=("-w",), minimum=1,
+        1,
+        "Number of worker processes.",
+        N,
+        WORKERS,
+        short=("-w",),
+        minimum=1,
         env_aliases=("WEB_CONCURRENCY",),
     )
     preload: bool = option(False, "Import the app in the master before forking.", B, WORKERS)
     graceful_timeout: float = option(
-        30.0, "Seconds to drain on stop or reload before workers are killed.", F, WORKERS,
+        30.0,
+        "Seconds to drain on stop or reload before workers are killed.",
+        F,
+        WORKERS,
         minimum=0,
     )
     worker_timeout: float = option(
-        60.0, "Seconds of heartbeat silence before a worker is killed (0: never).", F,
-        WORKERS, minimum=0,
+        60.0,
+        "Seconds of heartbeat silence before a worker is killed (0: never).",
+        F,
+        WORKERS,
+        minimum=0,
     )
     max_requests: int = option(
-        0, "Replace a worker after this many requests (0: never).", I, WORKERS, minimum=0
+        0, "Replace a worker after this many requests (0: never).", N, WORKERS, minimum=0
     )
     max_requests_jitter: int = option(
-        0, "Random extra requests added to --max-requests per worker.", I, WORKERS, minimum=0
+        0, "Random extra requests added to --max-requests per worker.", N, WORKERS, minimum=0
     )
     pid: str | None = option(
         None, "Write the master's PID to this file.", S, WORKERS, nullable=True, metavar="FILE"
@@ -183,15 +205,23 @@ class Config:
 
     # -- HTTP ---------------------------------------------------------------------------------
     limit_concurrency: int | None = option(
-        None, "Requests and WebSockets served at once per worker; more get 503.", I, HTTP,
-        minimum=1, nullable=True,
+        None,
+        "Requests and WebSockets served at once per worker; more get 503.",
+        N,
+        HTTP,
+        minimum=1,
+        nullable=True,
     )
     max_header_size: int = option(
-        16384, "Largest request head in bytes; larger gets 431.", I, HTTP, minimum=256
+        16384, "Largest request head in bytes; larger gets 431.", N, HTTP, minimum=256
     )
     max_body_size: int | None = option(
-        None, "Largest request body in bytes; larger gets 413.", I, HTTP,
-        minimum=0, nullable=True,
+        None,
+        "Largest request body in bytes; larger gets 413.",
+        N,
+        HTTP,
+        minimum=0,
+        nullable=True,
     )
 
     # -- timeouts ---------------------------------------------------------------------------
@@ -199,28 +229,44 @@ class Config:
         5.0, "Seconds an idle keep-alive connection is kept open.", F, TIMEOUTS, minimum=0
     )
     timeout_header: float = option(
-        10.0, "Seconds to receive a whole request head, from its first byte.", F, TIMEOUTS,
+        10.0,
+        "Seconds to receive a whole request head, from its first byte.",
+        F,
+        TIMEOUTS,
         minimum=0.1,
     )
     timeout_body: float = option(
-        30.0, "Seconds of silence allowed while the app waits for request body.", F, TIMEOUTS,
+        30.0,
+        "Seconds of silence allowed while the app waits for request body.",
+        F,
+        TIMEOUTS,
         minimum=0.1,
     )
     timeout_write: float = option(
-        30.0, "Seconds a response may stall because the client does not read.", F, TIMEOUTS,
+        30.0,
+        "Seconds a response may stall because the client does not read.",
+        F,
+        TIMEOUTS,
         minimum=0.1,
     )
 
     # -- logging ---------------------------------------------------------------------------
     log_level: str = option(
-        "info", "Log level.", C, LOG,
+        "info",
+        "Log level.",
+        C,
+        LOG,
         choices=("critical", "error", "warning", "info", "debug", "trace"),
     )
     access_log: bool = option(True, "Write an access log line per request.", B, LOG)
     log_format: str = option("text", "Log line format.", C, LOG, choices=("text", "json"))
     log_config: str | None = option(
-        None, "logging.config.dictConfig file (JSON or TOML); overrides the above.", S, LOG,
-        nullable=True, metavar="FILE",
+        None,
+        "logging.config.dictConfig file (JSON or TOML); overrides the above.",
+        S,
+        LOG,
+        nullable=True,
+        metavar="FILE",
     )
 
 

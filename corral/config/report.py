@@ -48,8 +48,12 @@ def render_docs() -> str:
     for name, spec in SPECS.items():
         if spec.section != section:
             section = spec.section
-            out += [f"## {section}", "", "| option | env / file key | default | meaning |",
-                    "|---|---|---|---|"]
+            out += [
+                f"## {section}",
+                "",
+                "| option | env / file key | default | meaning |",
+                "|---|---|---|---|",
+            ]
         flag = "APP (argument)" if name == "app" else flag_name(name)
         if spec.kind is Kind.BOOL:
             flag = f"{flag} / --no-{flag[2:]}"

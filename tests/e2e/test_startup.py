@@ -16,7 +16,10 @@ from tests.harness import ROOT, TIME_FACTOR, Server, pid_alive, read_response, w
 def run_to_exit(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "corral", *args, "--app-dir", str(ROOT)],
-        capture_output=True, text=True, timeout=timeout * TIME_FACTOR, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout * TIME_FACTOR,
+        cwd=ROOT,
         start_new_session=True,
     )
 
@@ -60,9 +63,11 @@ def test_graceful_stop_finishes_in_flight_request(signum):
         # accepts on it any more: a new request is never served.
         thread.join(10 * TIME_FACTOR)
         sock.close()
-        assert result and result[0][0] == 200 and result[0][2] == b"slow done"
+        assert result
+        assert result[0][0] == 200
+        assert result[0][2] == b"slow done"
         assert srv.wait() == 0
-        with pytest.raises(OSError):
+        with pytest.raises(ConnectionRefusedError):
             socket.create_connection((srv.host, srv.port), timeout=1).close()
 
 
@@ -172,6 +177,7 @@ def test_pidfile(tmp_path):
 
 def test_console_script_and_python_m():
     """Both entry points exist and agree."""
-    out = subprocess.run([sys.executable, "-m", "corral", "--version"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "corral", "--version"], capture_output=True, text=True, check=True
+    ).stdout
     assert out.startswith("corral ")
