@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Multiplies every timeout in the tests (slow CI machines set CORRAL_TEST_TIME_FACTOR).
 TIME_FACTOR = float(os.environ.get("CORRAL_TEST_TIME_FACTOR", "1"))
 
-_LISTENING = re.compile(r"listening on (http://\S+|unix:\S+)")
+_LISTENING = re.compile(r"listening on (http://[^\s\"]+|unix:[^\s\"]+)")
 _READY = re.compile(r"worker (\d+) \(slot (\d+), generation (\d+)\) READY")
 
 

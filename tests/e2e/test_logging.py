@@ -1,0 +1,95 @@
+"""Log formats: JSON lines, a dictConfig file, and the access log line."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+from tests.harness import Server, read_response
+
+
+def request(srv: Server, target: str = "/") -> int:
+    with srv.connect() as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        return read_response(sock)[0]
+
+
+def test_json_log_format():
+    """--log-format json: every line is a JSON object; access lines carry their fields."""
+    with Server("tests.apps:hello", "--log-format", "json") as srv:
+        assert request(srv, "/j?x=1") == 200
+        srv.wait_for_line(r'"request": "GET /j\?x=1"')
+        srv.signal(signal.SIGTERM)
+        assert srv.wait() == 0
+    records = [json.loads(line) for line in srv.lines if line.startswith("{")]
+    access = [r for r in records if r["logger"] == "corral.access"]
+    assert access[0]["status"] == 200
+    assert access[0]["bytes"] == 5
+    assert access[0]["duration_ms"] >= 0
+    # Everything the server printed is JSON (apps print nothing here).
+    assert len(records) == len([line for line in srv.lines if line.strip()])
+
+
+def test_access_log_can_be_disabled():
+    """--no-access-log writes no access line."""
+    with Server("tests.apps:hello", "--no-access-log") as srv:
+        assert request(srv, "/quiet") == 200
+        srv.signal(signal.SIGTERM)
+        assert srv.wait() == 0
+    assert "/quiet" not in srv.output
+
+
+def test_log_config_file(tmp_path):
+    """--log-config applies a dictConfig file (here: access lines to a file)."""
+    log_file = tmp_path / "access.log"
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "ACCESS %(message)s"}},
+        "handlers": {
+            "file": {
+                "class": "logging.FileHandler",
+                "filename": str(log_file),
+                "formatter": "plain",
+            },
+            "err": {"class": "logging.StreamHandler", "formatter": "plain"},
+        },
+        "loggers": {
+            "corral.access": {"handlers": ["file"], "level": "INFO", "propagate": False},
+            "corral.error": {"handlers": ["err"], "level": "INFO", "propagate": False},
+        },
+    }
+    path = tmp_path / "log.json"
+    path.write_text(json.dumps(config))
+    with Server("tests.apps:hello", "--log-config", str(path)) as srv:
+        assert request(srv, "/to-file") == 200
+        srv.signal(signal.SIGTERM)
+        assert srv.wait() == 0
+    assert '"GET /to-file" 200' in log_file.read_text()
+
+
+def test_bad_log_config_is_usage_error(tmp_path):
+    """An unreadable --log-config is one line and exit code 2."""
+    import subprocess
+    import sys
+
+    from tests.harness import ROOT
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "corral",
+            "tests.apps:hello",
+            "--port",
+            "0",
+            "--log-config",
+            str(tmp_path / "missing.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2
+    assert "cannot apply --log-config" in proc.stderr
