@@ -1,0 +1,694 @@
+"""The sans-I/O WebSocket server core: wsproto behind a checked handshake and limits.
+
+Theory of operation
+-------------------
+The HTTP core parses the upgrade request once, with h11, and hands over the
+``h11.Request`` plus the bytes it read after the head. This object takes it from there:
+bytes go in with :meth:`WebSocketCore.receive_data` (and :meth:`~WebSocketCore.tick`
+for time), events come out of :meth:`~WebSocketCore.events_received`, the app's
+decisions go in with ``accept``/``reject*``/``send_*``, and the bytes to write come out
+of :meth:`~WebSocketCore.data_to_send`. Time is an argument, never read.
+
+States (:class:`WebSocketState`)::
+
+    CONNECTING --accept()------> OPEN --send_close()--> CLOSING --peer Close, EOF,
+        |                          |                            close timeout--> CLOSED
+        |                          +--peer Close (echoed), EOF, failure -------> CLOSED
+        +--reject_start()--> CLOSING (rejecting) --last reject_body()----------> CLOSED
+        +--bad handshake (at construction), EOF -------------------------------> CLOSED
+
+Rules:
+
+* The handshake is checked by :func:`~corral.protocol.ws_limits.check_handshake`
+  before wsproto sees it, so the status (400 or 426) is ours to choose. It is then
+  handed to wsproto with ``initiate_upgrade_connection``, which re-reads the same h11
+  objects: one parser, no re-serialised bytes from the network.
+* Nothing is sent before the app decides (ASGI: the server must not finish the
+  handshake first). Bytes the client sends early are buffered, up to one maximum
+  message, and fed to wsproto after the 101 goes out.
+* Frames are parsed by wsproto; sizes and fragment counts are bounded from frame
+  headers by :class:`~corral.protocol.ws_limits.MessageGuard`, inflation by
+  :class:`~corral.protocol.ws_deflate.BoundedDeflate`. Outgoing server frames are
+  unmasked and simple, so they are built here without wsproto's three copies; only
+  Close goes through wsproto, to keep its closing handshake state right.
+* Bad peer input never raises: the connection is failed (RFC 6455 section 7.1.7) with
+  a Close frame carrying 1002, 1007, 1009 or the guard's code, then CLOSED. Misuse by
+  the caller raises :class:`LocalProtocolError`; sending on a closing or closed
+  connection raises its subclass :class:`ConnectionClosed`.
+* A Close from the peer is echoed at once (section 5.5.1), and the server then closes
+  TCP first (section 7.1.1). Every Ping gets a Pong, during our own closing handshake
+  too: section 5.5.2 excuses only an endpoint that has *received* a Close. (Section
+  5.5.3 would allow answering only the last of several; Autobahn 2.10 fails that.)
+* Every connection that got past the handshake check ends in exactly one
+  :class:`CloseReceived` from the input side (``receive_*``, ``tick``,
+  ``check_outbound_buffer``). Its code is the peer's Close code (1005 if its Close had
+  none), else the code this core sent when it failed the connection, else 1006: the
+  connection ended with no Close frame (section 7.1.5). ``reject`` emits none: the app
+  ended that connection itself.
+
+Timers: ``next_deadline()`` says when ``tick(now)`` has work; ``-inf`` means "call it
+now", which starts a timer whose start the core could not know (after ``accept`` and
+``send_close``, which take no time). Keepalive pings go out after ``ping_interval_s``
+without inbound bytes. A ping is answered if any inbound bytes arrive within
+``ping_timeout_s``: a peer busy uploading one huge frame cannot slip a Pong into it,
+yet is plainly alive.
+
+What this file must not know: sockets, event loops, clocks, ASGI message dicts,
+logging, the application.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, TypeAlias, final
+
+import h11
+from wsproto import ConnectionType, WSConnection
+from wsproto import events as wsevents
+from wsproto.connection import ConnectionState
+from wsproto.utilities import RemoteProtocolError
+
+from corral.protocol.ws_deflate import BoundedDeflate
+from corral.protocol.ws_limits import (
+    REFUSAL_400,
+    REFUSAL_426,
+    RESPONSE_OWNED_HEADERS,
+    MessageGuard,
+    Refusal,
+    WebSocketLimits,
+    check_handshake,
+    sendable_close_code,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from wsproto.connection import Connection
+    from wsproto.extensions import Extension
+
+__all__ = [
+    "CLOSED",
+    "CLOSING",
+    "CONNECTING",
+    "OPEN",
+    "BytesMessage",
+    "CloseReceived",
+    "ConnectionClosed",
+    "Event",
+    "LocalProtocolError",
+    "PongReceived",
+    "TextMessage",
+    "WebSocketCore",
+    "WebSocketLimits",
+    "WebSocketState",
+]
+
+
+class LocalProtocolError(Exception):
+    """The caller asked for something the protocol or the current state forbids."""
+
+
+class ConnectionClosed(LocalProtocolError):
+    """The connection is closing or closed; nothing more can be sent on it."""
+
+
+class WebSocketState(enum.Enum):
+    """Where the connection is; see the diagram in the module docstring."""
+
+    CONNECTING = "connecting"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+CONNECTING: Final = WebSocketState.CONNECTING
+OPEN: Final = WebSocketState.OPEN
+CLOSING: Final = WebSocketState.CLOSING
+CLOSED: Final = WebSocketState.CLOSED
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class TextMessage:
+    """A complete text message from the peer, reassembled and decoded."""
+
+    data: str
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class BytesMessage:
+    """A complete binary message from the peer, reassembled."""
+
+    data: bytes
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PongReceived:
+    """A Pong from the peer; keepalive bookkeeping has already used it."""
+
+    data: bytes
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class CloseReceived:
+    """The connection is over; ``code`` is chosen as the module docstring says."""
+
+    code: int
+    reason: str
+
+
+#: Everything :meth:`WebSocketCore.events_received` may return.
+Event: TypeAlias = "TextMessage | BytesMessage | PongReceived | CloseReceived"
+
+# RFC 6455 section 7.1.5: the connection closed without a Close frame.
+_ABNORMAL: Final = CloseReceived(1006, "")
+
+# First header byte of each frame the server sends: FIN plus opcode (section 5.2).
+_FIN_TEXT: Final = 0x81
+_FIN_BINARY: Final = 0x82
+_FIN_PING: Final = 0x89
+_FIN_PONG: Final = 0x8A
+_RSV1: Final = 0x40  # "this message is compressed" (RFC 7692 section 6)
+
+# Header layouts for 7-bit, 16-bit and 64-bit payload lengths; no mask from a server.
+_PACK_SHORT: Final = struct.Struct("!BB").pack
+_PACK_MEDIUM: Final = struct.Struct("!BBH").pack
+_PACK_LONG: Final = struct.Struct("!BBQ").pack
+
+#: Up to this size a frame's header and payload are joined into one chunk (one write,
+#: one small copy); above it they are queued apart so a big payload is never copied.
+_COALESCE_MAX: Final = 16 * 1024
+
+#: Messages shorter than this go out uncompressed even when deflate is on (RFC 7692
+#: lets each message choose). Below ~64 bytes deflate's block overhead eats the gain,
+#: and zlib's fixed cost per call dominates a small echo.
+_MIN_COMPRESS_BYTES: Final = 64
+
+
+@final
+class WebSocketCore:
+    """One server-side WebSocket connection, from the upgrade request to the end.
+
+    Construct it with the parsed upgrade request; if the handshake is bad, the object
+    is CLOSED at once with the HTTP refusal queued in :meth:`data_to_send` and
+    ``error_status_hint`` set, and the app must not be called.
+
+    One class for the whole life, though it is longer than the house's ~250 lines:
+    every method reads and moves the one state, and a handshake object handing over to
+    a frame object would put a hop on the per-message path. The policy it applies
+    lives in ws_limits and ws_deflate, so what is here is the state machine itself.
+
+    Attributes:
+        error_status_hint: The HTTP status of a refused handshake, else None.
+        error_reason: Why the handshake was refused, for the log; "" if it was not.
+    """
+
+    def __init__(self, request: h11.Request, trailing: bytes, *, limits: WebSocketLimits) -> None:
+        self._limits = limits
+        # An unset timer is infinitely far away: no Optional on the tick path.
+        self._ping_interval = math.inf if limits.ping_interval_s is None else limits.ping_interval_s
+        self._ping_timeout = math.inf if limits.ping_timeout_s is None else limits.ping_timeout_s
+        self._close_timeout = math.inf if limits.close_timeout_s is None else limits.close_timeout_s
+        self._state = CONNECTING
+        self._rejecting = False
+        self._events: list[Event] = []
+        self._out: list[bytes] = []
+        self._early = bytearray(trailing)
+        self._ws = WSConnection(ConnectionType.SERVER)
+        # Set by accept(): the frame-level connection, and the extensions in use.
+        self._conn: Connection | None = None
+        self._guard: MessageGuard | None = None
+        self._deflate: BoundedDeflate | None = None
+        # Fragments of the message being reassembled; one list per kind for typing.
+        self._text_parts: list[str] = []
+        self._byte_parts: list[bytes] = []
+        # Timers: last inbound activity or keepalive ping, the outstanding keepalive
+        # payload, a counter to make payloads unique, and when our Close went out.
+        self._idle_since: float | None = None
+        self._ping_payload: bytes | None = None
+        self._ping_count = 0
+        self._closing_since: float | None = None
+        self.error_status_hint: int | None = None
+        self.error_reason = ""
+
+        checked = check_handshake(request)
+        if isinstance(checked, Refusal):
+            self._subprotocols: list[str] = []
+            self._refuse(checked)
+            return
+        self._subprotocols = checked
+        if len(trailing) > limits.max_message_size:
+            self._refuse(Refusal(400, "too much data before the handshake response"))
+            return
+        try:
+            self._ws.initiate_upgrade_connection(list(request.headers), request.target)
+        except (RemoteProtocolError, UnicodeError):
+            # wsproto's own checks (and its IDNA decode of Host) found something ours
+            # let through; its verdict stands, with our status.
+            self._refuse(Refusal(400, "handshake refused by wsproto"))
+
+    # -- state -------------------------------------------------------------------------
+
+    @property
+    def state(self) -> WebSocketState:
+        """The current :class:`WebSocketState`."""
+        return self._state
+
+    @property
+    def subprotocols(self) -> list[str]:
+        """Subprotocols the client offered, in its order of preference (a copy)."""
+        return list(self._subprotocols)
+
+    def close_expected(self) -> bool:
+        """True once the TCP connection should be closed after flushing data_to_send()."""
+        return self._state is CLOSED
+
+    # -- output ------------------------------------------------------------------------
+
+    def data_to_send(self) -> list[bytes]:
+        """Return and forget the bytes to write, in order.
+
+        Call it after every receive_data(), receive_eof(), tick(), accept(), reject*(),
+        send_*() and check_outbound_buffer(). Write the chunks in order (writelines or
+        a join); big payloads come as a chunk of their own, uncopied.
+        """
+        out = self._out
+        self._out = []
+        return out
+
+    def events_received(self) -> list[Event]:
+        """Return and forget the events produced since the last call, in order."""
+        events = self._events
+        self._events = []
+        return events
+
+    # -- opening handshake -------------------------------------------------------------
+
+    def accept(
+        self, subprotocol: str | None = None, headers: Iterable[tuple[bytes, bytes]] = ()
+    ) -> None:
+        """Complete the handshake with 101 Switching Protocols.
+
+        Negotiates permessage-deflate if the limits allow it and the client offered it,
+        then processes any frames the client sent early.
+
+        Raises:
+            LocalProtocolError: not CONNECTING; ``subprotocol`` was not offered (RFC 6455
+                section 4.2.2); a header is one the handshake sets itself (such as
+                sec-websocket-protocol) or is not a valid header. The state is then
+                unchanged, so the caller may still reject().
+            ConnectionClosed: the client is gone or the handshake was refused.
+        """
+        if self._state is not CONNECTING:
+            raise self._state_error("accept")
+        extra = list(headers)
+        for name, _ in extra:
+            if name.lower() in RESPONSE_OWNED_HEADERS:
+                raise LocalProtocolError(f"accept() sets the {name!r} header itself")
+        if subprotocol is not None and subprotocol not in self._subprotocols:
+            raise LocalProtocolError(f"subprotocol {subprotocol!r} was not offered")
+        # Fresh extension objects per attempt: negotiation mutates them, and a failed
+        # attempt must not leave a half-negotiated one behind.
+        guard = MessageGuard(self._limits)
+        extensions: list[Extension] = [guard]
+        deflate = None
+        if self._limits.per_message_deflate:
+            deflate = BoundedDeflate(self._limits.max_message_size)
+            extensions.append(deflate)
+        try:
+            response = self._ws.send(
+                wsevents.AcceptConnection(
+                    subprotocol=subprotocol, extensions=extensions, extra_headers=extra
+                )
+            )
+        except h11.LocalProtocolError as exc:
+            # h11 refused a header (CR/LF would split the response) while building the
+            # response, before anything was sent or any state moved.
+            raise LocalProtocolError(f"invalid response header: {exc}") from exc
+        self._conn = self._ws.connection
+        self._guard = guard
+        self._deflate = deflate if deflate is not None and deflate.enabled() else None
+        self._state = OPEN
+        self._out.append(response)
+        early = self._early
+        self._early = bytearray()
+        if early:
+            self._receive_frames(bytes(early))
+
+    def reject(
+        self, status: int = 403, headers: Iterable[tuple[bytes, bytes]] = (), body: bytes = b""
+    ) -> None:
+        """Refuse the handshake with a complete HTTP response, then close.
+
+        The ASGI "close before accept" is ``reject(403)``. A Content-Length is added
+        unless ``headers`` has one.
+
+        Raises:
+            LocalProtocolError: as for :meth:`reject_start` and :meth:`reject_body`.
+        """
+        extra = list(headers)
+        if not any(name.lower() == b"content-length" for name, _ in extra):
+            extra.append((b"content-length", b"%d" % len(body)))
+        self.reject_start(status, extra)
+        self.reject_body(body)
+
+    def reject_start(self, status: int, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+        """Begin an HTTP response refusing the handshake (ASGI websocket.http.response).
+
+        Follow with :meth:`reject_body` until ``more=False``. Without a Content-Length
+        the body is sent chunked. The connection closes after the response whatever the
+        headers say: the client may have sent frames after its request already, which
+        HTTP cannot parse, so any Connection header is replaced by ``close``.
+
+        Raises:
+            LocalProtocolError: not CONNECTING, or h11 refused the status or a header;
+                in the second case the state is unchanged and reject() may be retried.
+        """
+        if self._state is not CONNECTING:
+            raise self._state_error("reject")
+        extra = [(name, value) for name, value in headers if name.lower() != b"connection"]
+        extra.append((b"connection", b"close"))
+        try:
+            head = self._ws.send(
+                wsevents.RejectConnection(status_code=status, headers=extra, has_body=True)
+            )
+        except h11.LocalProtocolError as exc:
+            raise LocalProtocolError(f"invalid rejection response: {exc}") from exc
+        self._out.append(head)
+        self._state = CLOSING
+        self._rejecting = True
+
+    def reject_body(self, data: bytes, *, more: bool = False) -> None:
+        """Send part of the rejection body; ``more=False`` ends it and the connection.
+
+        Raises:
+            LocalProtocolError: no rejection in progress, or the body broke its
+                Content-Length; the connection is then CLOSED, the response truncated.
+            ConnectionClosed: the client went away mid-response.
+        """
+        if self._state is not CLOSING or not self._rejecting:
+            raise self._state_error("send a rejection body")
+        try:
+            chunk = self._ws.send(wsevents.RejectData(data=data, body_finished=not more))
+        except h11.LocalProtocolError as exc:
+            # The head is out; a broken body can only be ended by closing.
+            self._state = CLOSED
+            raise LocalProtocolError(f"invalid rejection body: {exc}") from exc
+        self._out.append(chunk)
+        if not more:
+            self._state = CLOSED
+
+    # -- input -------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Feed bytes read from the peer; then call events_received() and data_to_send().
+
+        Bytes are buffered before accept(), parsed while OPEN or CLOSING, and dropped
+        once the connection is ending (nothing after a Close can matter, RFC 6455
+        section 5.5.1). Bad input never raises: it fails the connection.
+        """
+        state = self._state
+        if state is OPEN or (state is CLOSING and not self._rejecting):
+            self._idle_since = now
+            self._receive_frames(data)
+        elif state is CONNECTING:
+            self._early += data
+            if len(self._early) > self._limits.max_message_size:
+                # The client must wait for the 101 before sending (section 4.1);
+                # one maximum message of patience is all it gets.
+                self._refuse(Refusal(400, "too much data before the handshake response"))
+                self._events.append(_ABNORMAL)
+
+    def receive_eof(self) -> None:
+        """The peer closed its side. Unless the connection is already over, this ends
+        it with :class:`CloseReceived` 1006 (RFC 6455 section 7.1.5): no Close frame
+        came, including before the handshake completed."""
+        if self._state is not CLOSED:
+            self._finish(1006, "")
+
+    def _receive_frames(self, data: bytes) -> None:
+        conn = self._conn
+        assert conn is not None  # set by accept(), the only way into OPEN
+        conn.receive_data(data)
+        events = self._events
+        for event in conn.events():
+            # Most common first. wsproto yields a message in pieces as its bytes
+            # arrive; an unfragmented message that arrived whole costs no join.
+            if isinstance(event, wsevents.TextMessage):
+                text_parts = self._text_parts
+                if not event.message_finished:
+                    if event.data:
+                        text_parts.append(event.data)
+                elif text_parts:
+                    text_parts.append(event.data)
+                    events.append(TextMessage("".join(text_parts)))
+                    text_parts.clear()
+                else:
+                    events.append(TextMessage(event.data))
+            elif isinstance(event, wsevents.BytesMessage):
+                # wsproto types the data bytes | bytearray but yields bytes, for which
+                # bytes() is the identity, not a copy.
+                data = bytes(event.data)
+                byte_parts = self._byte_parts
+                if not event.message_finished:
+                    if data:
+                        byte_parts.append(data)
+                elif byte_parts:
+                    byte_parts.append(data)
+                    events.append(BytesMessage(b"".join(byte_parts)))
+                    byte_parts.clear()
+                else:
+                    events.append(BytesMessage(data))
+            elif isinstance(event, wsevents.Ping):
+                # RFC 6455 section 5.5.2: a Pong echoes the Ping's payload.
+                self._queue_frame(_FIN_PONG, event.payload)
+            elif isinstance(event, wsevents.Pong):
+                if event.payload == self._ping_payload:
+                    self._ping_payload = None
+                events.append(PongReceived(event.payload))
+            else:
+                assert isinstance(event, wsevents.CloseConnection)
+                # wsproto yields nothing after a Close or a parse failure.
+                self._on_close(conn, event)
+                return
+
+    def _on_close(self, conn: Connection, event: wsevents.CloseConnection) -> None:
+        """A Close frame arrived, or wsproto (or an extension) failed a frame."""
+        code = int(event.code)
+        reason = event.reason or ""
+        their_state = conn.state
+        if their_state is ConnectionState.REMOTE_CLOSING:
+            # The peer began the closing handshake: echo its code (section 5.5.1; not
+            # its reason, which is for its own logs). wsproto sends no code for 1005.
+            self._out.append(conn.send(wsevents.CloseConnection(code=event.code)))
+        elif their_state is ConnectionState.OPEN:
+            # A parse failure leaves wsproto OPEN. Fail the connection (section 7.1.7):
+            # a Close with the chosen code, then close TCP without waiting.
+            reason = self._failure_reason(reason)
+            self._out.append(conn.send(wsevents.CloseConnection(code=code, reason=reason)))
+        elif their_state is ConnectionState.LOCAL_CLOSING:
+            # A failure after our own Close: a second Close is not allowed (section
+            # 5.5.1) and none came from the peer, so 1006.
+            code, reason = 1006, ""
+        # Otherwise CLOSED: the peer answered our Close and the handshake is complete.
+        self._finish(code, reason)
+
+    def _failure_reason(self, reason: str) -> str:
+        # wsproto says only "error in extension" when the guard or inflater refused.
+        for extension in (self._guard, self._deflate):
+            if extension is not None and extension.failure is not None:
+                return extension.failure
+        return reason
+
+    # -- sending -----------------------------------------------------------------------
+
+    def send_text(self, data: str) -> None:
+        """Queue a text message.
+
+        Raises:
+            LocalProtocolError: not OPEN, or ``data`` cannot be UTF-8 (lone surrogate).
+            ConnectionClosed: the connection is closing or closed.
+        """
+        if self._state is not OPEN:
+            raise self._state_error("send")
+        try:
+            payload = data.encode()
+        except UnicodeEncodeError as exc:
+            raise LocalProtocolError("text is not encodable as UTF-8") from exc
+        self._send_message(_FIN_TEXT, payload)
+
+    def send_bytes(self, data: bytes) -> None:
+        """Queue a binary message.
+
+        Raises:
+            LocalProtocolError: not OPEN.
+            ConnectionClosed: the connection is closing or closed.
+        """
+        if self._state is not OPEN:
+            raise self._state_error("send")
+        self._send_message(_FIN_BINARY, data)
+
+    def send_ping(self, payload: bytes = b"") -> None:
+        """Queue a Ping; its Pong arrives as :class:`PongReceived`.
+
+        Raises:
+            LocalProtocolError: not OPEN, or ``payload`` over 125 bytes (section 5.5).
+            ConnectionClosed: the connection is closing or closed.
+        """
+        if self._state is not OPEN:
+            raise self._state_error("ping")
+        if len(payload) > 125:
+            raise LocalProtocolError("a ping payload is at most 125 bytes")
+        self._queue_frame(_FIN_PING, payload)
+
+    def send_close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake; the state becomes CLOSING until the peer's
+        Close (then :class:`CloseReceived`) or the close timeout.
+
+        ``reason`` is cut to 123 UTF-8 bytes on a character boundary (section 5.5).
+
+        Raises:
+            LocalProtocolError: ``code`` may not be sent (1004-1006, 1015, 1016-2999,
+                outside 1000-4999; wsproto would silently send 1000 instead, wsproto#182),
+                ``reason`` is not encodable, or the handshake is not done (use reject()).
+            ConnectionClosed: the connection is closing or closed.
+        """
+        if not sendable_close_code(code):
+            raise LocalProtocolError(f"close code {code} may not be sent (RFC 6455 7.4)")
+        if self._state is not OPEN:
+            raise self._state_error("close")
+        conn = self._conn
+        assert conn is not None  # OPEN implies accept() ran
+        try:
+            frame = conn.send(wsevents.CloseConnection(code=code, reason=reason))
+        except UnicodeEncodeError as exc:
+            raise LocalProtocolError("close reason is not encodable as UTF-8") from exc
+        self._out.append(frame)
+        self._state = CLOSING
+
+    def _send_message(self, first: int, payload: bytes) -> None:
+        deflate = self._deflate
+        if deflate is not None and len(payload) >= _MIN_COMPRESS_BYTES:
+            payload = deflate.compress(payload)
+            first |= _RSV1
+        self._queue_frame(first, payload)
+
+    def _queue_frame(self, first: int, payload: bytes) -> None:
+        # RFC 6455 section 5.2: the shortest length encoding; servers never mask.
+        size = len(payload)
+        if size < 126:
+            self._out.append(_PACK_SHORT(first, size) + payload)
+            return
+        header = _PACK_MEDIUM(first, 126, size) if size < 65536 else _PACK_LONG(first, 127, size)
+        if size <= _COALESCE_MAX:
+            self._out.append(header + payload)
+        else:
+            self._out += (header, payload)
+
+    # -- time and flow control ---------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When tick() next has work: None for never, ``-inf`` for at once."""
+        state = self._state
+        if state is OPEN:
+            wait = self._ping_interval if self._ping_payload is None else self._ping_timeout
+            if wait == math.inf:
+                return None
+            return -math.inf if self._idle_since is None else self._idle_since + wait
+        if state is CLOSING and not self._rejecting and self._close_timeout != math.inf:
+            return (
+                -math.inf
+                if self._closing_since is None
+                else self._closing_since + self._close_timeout
+            )
+        return None
+
+    def tick(self, now: float) -> None:
+        """Run the timers; then call events_received() and data_to_send().
+
+        OPEN: after ``ping_interval_s`` without inbound bytes, send a keepalive Ping; if
+        nothing arrives for ``ping_timeout_s`` after it, fail the connection with 1011.
+        RFC 6455 section 7.1.7 asks for a Close before dropping an established
+        connection, 1006 may never be sent (section 7.4.1), and 1011 (an unexpected
+        condition) is what websockets sends for a keepalive timeout. CLOSING: after
+        ``close_timeout_s`` without the peer's Close, give up with 1006.
+        """
+        state = self._state
+        if state is OPEN:
+            idle_since = self._idle_since
+            if idle_since is None:
+                self._idle_since = now
+            elif self._ping_payload is not None:
+                if now >= idle_since + self._ping_timeout:
+                    self._fail(1011, "keepalive ping timeout")
+            elif now >= idle_since + self._ping_interval:
+                # A counter makes each payload unique without a random source.
+                self._ping_count = (self._ping_count + 1) & 0xFFFFFFFF
+                self._ping_payload = self._ping_count.to_bytes(4, "big")
+                self._queue_frame(_FIN_PING, self._ping_payload)
+                self._idle_since = now
+        elif state is CLOSING and not self._rejecting:
+            if self._closing_since is None:
+                self._closing_since = now
+            elif now >= self._closing_since + self._close_timeout:
+                self._finish(1006, "")
+
+    def check_outbound_buffer(self, pending_bytes: int) -> bool:
+        """Fail the connection if the peer has stopped reading; True if it did.
+
+        ``pending_bytes`` is what the transport holds unsent. Past
+        ``max_outbound_buffer`` an OPEN connection is failed with 1008: the cause is
+        the peer's behaviour, a policy matter, where 1013 ("try again later") would
+        invite a client to reconnect into the same state. A CLOSING one is dropped
+        (1006). Then call events_received() and data_to_send().
+
+        Resource handling: the Close frame queues behind everything unsent, so the
+        caller should abort the transport if it cannot be flushed promptly.
+        """
+        if pending_bytes <= self._limits.max_outbound_buffer:
+            return False
+        state = self._state
+        if state is OPEN:
+            self._fail(1008, "outbound buffer full")
+            return True
+        if state is CLOSING:
+            self._finish(1006, "")
+            return True
+        return False
+
+    # -- endings -----------------------------------------------------------------------
+
+    def _state_error(self, action: str) -> LocalProtocolError:
+        if self._state is CLOSING or self._state is CLOSED:
+            return ConnectionClosed(f"cannot {action}: the connection is closing or closed")
+        if self._state is CONNECTING:
+            return LocalProtocolError(f"cannot {action} in state CONNECTING: accept() or reject()")
+        return LocalProtocolError(f"cannot {action} in state {self._state.name}")
+
+    def _refuse(self, refusal: Refusal) -> None:
+        """Refuse the handshake with a fixed HTTP response and end the connection."""
+        self.error_status_hint = refusal.status
+        self.error_reason = refusal.reason
+        self._out.append(REFUSAL_426 if refusal.status == 426 else REFUSAL_400)
+        self._state = CLOSED
+        self._early = bytearray()
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Fail an OPEN connection (RFC 6455 section 7.1.7): Close frame, then CLOSED."""
+        conn = self._conn
+        assert conn is not None  # OPEN implies accept() ran
+        self._out.append(conn.send(wsevents.CloseConnection(code=code, reason=reason)))
+        self._finish(code, reason)
+
+    def _finish(self, code: int, reason: str) -> None:
+        self._events.append(_ABNORMAL if code == 1006 else CloseReceived(code, reason))
+        self._state = CLOSED
+        # Drop a half-reassembled message now rather than with the object.
+        self._text_parts.clear()
+        self._byte_parts.clear()
