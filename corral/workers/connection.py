@@ -2,32 +2,42 @@
 
 ``data_received`` feeds the sans-I/O core and dispatches its events; the request
 cycle calls back into this object to write and to pause or resume reading. Deadlines
-are not timers: each connection records one ``deadline`` and its reason, and the
-worker's sweep (every :data:`~corral.workers.server.SWEEP_INTERVAL_S`) closes the
-connections whose deadline passed. No timer is armed or cancelled per request.
+are not timers: each connection records one ``deadline`` and its :class:`Deadline`
+reason, and the worker's sweep (every :data:`~corral.workers.server.SWEEP_INTERVAL_S`)
+calls :meth:`HTTPConnection.deadline_passed` on the connections whose deadline passed.
+No timer is armed or cancelled per request.
 
 Deadlines (all named, all configurable):
 
-* ``header``: from the first byte of a request head to its end, absolute, so a client
-  trickling one byte a second cannot hold the connection (slowloris).
-* ``keep-alive``: idle between requests (and before the first byte of a new connection).
-* ``body``: silence while the app waits for request body.
-* ``write``: a response stalled because the client does not read.
+* ``IDLE``: no request in progress. Between requests it is ``--timeout-keep-alive``;
+  before the first byte of a new connection it is ``--timeout-header``, so a socket that
+  never sends anything is closed even with keep-alive set high. Closes silently.
+* ``HEADER``: from the first byte of a request head to its end, absolute, so a client
+  trickling one byte a second cannot hold the connection (slowloris). Answers 408.
+* ``BODY``: silence while the app waits in ``receive()`` for request body. Answers 408
+  (or cuts the response if it already started); the app gets ``http.disconnect``.
+* ``WRITE``: the transport paused writing because the client does not read. Measured
+  as "no progress": while the write buffer keeps shrinking the deadline moves on. Also
+  armed by every close, since ``transport.close()`` waits for the buffer to drain.
+
+Invariant: while ``write_paused`` is true the deadline is ``WRITE`` (nothing else may
+replace it), so a stalled client is always cut after ``--timeout-write``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import enum
 import logging
 import socket
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, cast, final
 from urllib.parse import unquote
 
 import h11
 
 from corral.protocol.http import (
     REASONS,
-    ConnectionClosed,
     HTTPCore,
     ProtocolError,
     UpgradeRequest,
@@ -43,8 +53,15 @@ logger = logging.getLogger("corral.error")
 
 INF = float("inf")
 
-# Errors a transport may raise when the peer is already gone; anything else is a bug.
-_GONE = (ConnectionError, BrokenPipeError, OSError)
+
+class Deadline(enum.Enum):
+    """Why a connection's ``deadline`` is set (see the module docstring)."""
+
+    NONE = "none"
+    IDLE = "idle"
+    HEADER = "header"
+    BODY = "body"
+    WRITE = "write"
 
 
 def _addr(info: Any) -> tuple[str, int] | None:
@@ -61,6 +78,7 @@ class HTTPConnection(asyncio.Protocol):
         "_drain_waiter",
         "_paused_for_body",
         "_paused_for_pipeline",
+        "_write_mark",
         "client",
         "core",
         "cycle",
@@ -70,8 +88,8 @@ class HTTPConnection(asyncio.Protocol):
         "server",
         "server_addr",
         "transport",
-        "write_paused",
         "websocket",
+        "write_paused",
     )
 
     def __init__(self, server: WorkerServer) -> None:
@@ -81,10 +99,11 @@ class HTTPConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.cycle: RequestCycle | None = None
         self.client: tuple[str, int] | None = None
-        self.server_addr: Any = None
+        self.server_addr: tuple[str, int | None] | None = None
         self.deadline = INF
-        self.deadline_reason = ""
+        self.deadline_reason = Deadline.NONE
         self.write_paused = False
+        self._write_mark = 0  # write buffer size when WRITE was last armed
         self._drain_waiter: asyncio.Future[None] | None = None
         self._paused_for_body = False
         self._paused_for_pipeline = False
@@ -93,50 +112,56 @@ class HTTPConnection(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            # Nagle plus delayed ACK stalls small responses by 40 ms; asyncio sets this
-            # only for sockets it created, not for inherited listening sockets.
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        # cast, not assert: uvloop's transports are not asyncio.Transport subclasses.
+        self.transport = cast("asyncio.Transport", transport)
+        local = transport.get_extra_info("sockname")
+        if isinstance(local, tuple):
+            # Nagle plus delayed ACK stalls a small response by 40 ms. asyncio and uvloop
+            # both set TCP_NODELAY on their TCP transports today; this keeps it true for
+            # any loop, for one syscall per connection.
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.client = _addr(transport.get_extra_info("peername"))
-            self.server_addr = _addr(transport.get_extra_info("sockname"))
-        elif sock is not None:
-            self.server_addr = (str(transport.get_extra_info("sockname")), None)
+            self.server_addr = _addr(local)
+        elif local is not None:
+            self.server_addr = (str(local), None)  # unix socket: [path, None] (spec 2.2)
         self.server.connections.add(self)
-        self._set_deadline("keep-alive", self.server.timeout_keep_alive)
+        self.set_deadline(Deadline.IDLE, self.server.timeout_header)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self.deadline = INF
+        self.deadline_reason = Deadline.NONE
         cycle = self.cycle
         if cycle is not None:
             cycle.disconnect()
         if self.websocket is not None:
             self.websocket.connection_lost()
         waiter = self._drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         if self.websocket is not None:
             self.websocket.data_received(data)
             return
-        if self.deadline_reason == "keep-alive":
+        reason = self.deadline_reason
+        if reason is Deadline.IDLE:
             # The first byte of a head starts the absolute header deadline.
-            self._set_deadline("header", self.server.timeout_header)
-        elif self.deadline_reason == "body":
-            self._set_deadline("body", self.server.timeout_body)
+            self.set_deadline(Deadline.HEADER, self.server.timeout_header)
+        elif reason is Deadline.BODY:
+            self.set_deadline(Deadline.BODY, self.server.timeout_body)
         self.core.receive_data(data)
         self._handle_events()
 
     def eof_received(self) -> bool | None:
         if self.websocket is not None:
-            return self.websocket.eof_received()
+            result: bool | None = self.websocket.eof_received()
+            return result
         self.core.receive_eof()
         self._handle_events()
         # Keep the write side open while a response is owed (a half-closed client).
@@ -144,14 +169,20 @@ class HTTPConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        if self.deadline == INF:
-            self._set_deadline("write", self.server.timeout_write)
+        transport = self.transport
+        self._write_mark = transport.get_write_buffer_size() if transport is not None else 0
+        self.set_deadline(Deadline.WRITE, self.server.timeout_write)
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if self.deadline_reason == "write":
-            self.deadline = INF
-            self.deadline_reason = ""
+        if self.deadline_reason is Deadline.WRITE:
+            transport = self.transport
+            if transport is not None and transport.is_closing():
+                pass  # a close is flushing: keep watching it
+            elif self.cycle is None:
+                self.set_deadline(Deadline.IDLE, self.server.timeout_keep_alive)
+            else:
+                self.clear_deadline()
         waiter = self._drain_waiter
         if waiter is not None:
             self._drain_waiter = None
@@ -162,45 +193,38 @@ class HTTPConnection(asyncio.Protocol):
 
     def _handle_events(self) -> None:
         for event in self.core.events_received():
-            kind = type(event)
-            if kind is h11.Data:
-                assert isinstance(event, h11.Data)
-                if self.cycle is not None:
-                    self.cycle.feed_body(event.data)
-            elif kind is h11.Request:
-                assert isinstance(event, h11.Request)
+            # Most frequent first; isinstance on an exact type is as fast as ``is``.
+            if isinstance(event, h11.Data):
+                cycle = self.cycle
+                if cycle is not None:
+                    cycle.feed_body(event.data)
+            elif isinstance(event, h11.Request):
                 self._start_cycle(event)
-            elif kind is h11.EndOfMessage:
-                if self.cycle is not None:
-                    self.cycle.feed_end()
-                    if self.deadline_reason == "body":
-                        self.deadline = INF
-            elif kind is ProtocolError:
-                assert isinstance(event, ProtocolError)
+            elif isinstance(event, h11.EndOfMessage):
+                cycle = self.cycle
+                if cycle is not None:
+                    cycle.feed_end()
+            elif isinstance(event, ProtocolError):
                 self._protocol_error(event)
-            elif kind is UpgradeRequest:
-                assert isinstance(event, UpgradeRequest)
+            elif isinstance(event, UpgradeRequest):
                 self.server.start_websocket(self, event)
-            else:
-                assert kind is ConnectionClosed
-                if self.cycle is None and self.transport is not None:
-                    self.transport.close()
-        if self.core.wants_read_paused() and not self._paused_for_pipeline:
+            elif self.cycle is None:  # ConnectionClosed: the peer sent EOF
+                self.close()
+        if not self._paused_for_pipeline and self.core.wants_read_paused():
             self._paused_for_pipeline = True
             self._pause()
 
     def _start_cycle(self, request: h11.Request) -> None:
         server = self.server
-        self.deadline = INF
-        self.deadline_reason = ""
-        target = request.target
-        raw_path, _, query = target.partition(b"?")
+        if not self.write_paused:
+            self.clear_deadline()
+        raw_path, _, query = request.target.partition(b"?")
         if raw_path[:1] != b"/" and b"://" in raw_path:
             # absolute-form (RFC 9112 section 3.2.2): serve the path part.
             rest = raw_path.split(b"://", 1)[1]
             slash = rest.find(b"/")
             raw_path = rest[slash:] if slash >= 0 else b"/"
-        path = raw_path.decode("ascii")
+        path = raw_path.decode("ascii")  # h11 admits only visible ASCII in a target
         if "%" in path:
             path = unquote(path)
         root_path = server.root_path
@@ -220,36 +244,41 @@ class HTTPConnection(asyncio.Protocol):
             "state": server.lifespan_state.copy(),
         }
         cycle = self.cycle = RequestCycle(self, scope, request)
-        cycle.started_at = self.loop.time()
         if server.admit():
-            self.loop.create_task(cycle.run(server.app))
+            server.run_cycle(cycle)
         else:
             # Over --limit-concurrency: refuse this request, not the connection's
             # future ones (idle keep-alive connections never count).
+            self.send_error(503, cycle, retry_after=True)
             self.cycle = None
-            self.send_error(503, retry_after=True)
 
     def _protocol_error(self, event: ProtocolError) -> None:
         logger.info(
-            "bad request from %s: %s", self.client[0] if self.client else "unix", event.reason
+            "bad request from %s: %s (%d)",
+            self.client[0] if self.client else "unix",
+            event.reason,
+            event.status,
         )
         cycle = self.cycle
         if cycle is not None:
             cycle.disconnect()
-            if cycle.state is not CycleState.AWAIT_START:
-                self.abort()
+            if cycle.state is CycleState.STREAMING:
+                self.abort()  # the response is half written: cut it
                 return
-        self.send_error(event.status)
+        self.send_error(event.status, cycle)
 
     # -- called by the cycle -----------------------------------------------------------------
 
     def response_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        """The app's headers plus the server's defaults (Date, Server, extras)."""
+        """Add the server's defaults (Date, Server, --header) the app did not set itself."""
         server = self.server
         defaults = server.default_headers
         if defaults:
-            given = {name.lower() for name, _ in headers}
-            headers.extend(h for h in defaults if h[0] not in given)
+            if headers:
+                given = {name.lower() for name, _ in headers}
+                headers.extend(h for h in defaults if h[0] not in given)
+            else:
+                headers.extend(defaults)
         if server.draining:
             headers.append((b"connection", b"close"))
         return headers
@@ -259,13 +288,16 @@ class HTTPConnection(asyncio.Protocol):
         self.flush()
 
     def flush(self) -> None:
+        """Write what the core produced (nothing once the transport is closing)."""
         data = self.core.data_to_send()
         transport = self.transport
         if data and transport is not None and not transport.is_closing():
             transport.write(data[0] if len(data) == 1 else b"".join(data))
 
-    def send_error(self, status: int, *, retry_after: bool = False) -> None:
-        """Answer with a plain error response and close (nothing else was written)."""
+    def send_error(
+        self, status: int, cycle: RequestCycle | None = None, *, retry_after: bool = False
+    ) -> None:
+        """Answer with a plain error response and close. Call only if nothing was written."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -274,8 +306,16 @@ class HTTPConnection(asyncio.Protocol):
             extra.append((b"retry-after", b"1"))
         body = b"%d %s\n" % (status, REASONS.get(status, b""))
         transport.write(simple_response(status, body, extra))
-        transport.close()
-        self.server.log_access(self, status, len(body))
+        self.close()
+        self.server.log_access(self, status, len(body), cycle)
+
+    def close(self) -> None:
+        """Close after the pending writes; a client that stops reading is cut by WRITE."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+            self._write_mark = transport.get_write_buffer_size()
+            self.set_deadline(Deadline.WRITE, self.server.timeout_write)
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -292,97 +332,113 @@ class HTTPConnection(asyncio.Protocol):
             self._resume()
 
     def wait_for_body(self) -> None:
-        """The app is blocked in receive(): read, and start the body-idle deadline."""
+        """The app blocks in receive(): read, and start the body-idle deadline."""
         self.resume_reading_for_body()
-        if self.deadline == INF:
-            self._set_deadline("body", self.server.timeout_body)
+        if self.deadline_reason is Deadline.NONE:
+            self.set_deadline(Deadline.BODY, self.server.timeout_body)
+
+    def body_wait_over(self) -> None:
+        """The app got what it waited for: its processing time is not client silence."""
+        if self.deadline_reason is Deadline.BODY:
+            self.clear_deadline()
 
     async def wait_writable(self) -> None:
-        if self.write_paused and self.transport is not None and not self.transport.is_closing():
-            waiter = self._drain_waiter = self.loop.create_future()
-            await waiter
+        """Wait until the transport resumes writing, or the connection is lost."""
+        transport = self.transport
+        if self.write_paused and transport is not None and not transport.is_closing():
+            waiter = self._drain_waiter
+            if waiter is None:
+                waiter = self._drain_waiter = self.loop.create_future()
+            await asyncio.shield(waiter)
 
     def response_finished(self, cycle: RequestCycle) -> None:
         """The cycle sent its last byte: log, and get ready for the next request."""
-        self.server.log_access(self, cycle.status, cycle.bytes_sent, cycle)
-        self.server.release()
-        self.server.count_request()
-        core = self.core
+        server = self.server
+        server.log_access(self, cycle.status, cycle.bytes_sent, cycle)
+        server.release()
+        server.count_request()
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if core.close_expected() or self.server.draining:
-            transport.close()
+        core = self.core
+        if core.close_expected() or server.draining:
+            self.close()
             return
         self.cycle = None
         core.start_next_cycle()
         if core.close_expected():
-            transport.close()
+            self.close()
             return
-        self._set_deadline("keep-alive", self.server.timeout_keep_alive)
-        if self._paused_for_body:
-            self._paused_for_body = False
-            self._resume()
-        if self._paused_for_pipeline:
-            self._paused_for_pipeline = False
+        if not self.write_paused:
+            self.set_deadline(Deadline.IDLE, server.timeout_keep_alive)
+        if self._paused_for_body or self._paused_for_pipeline:
+            self._paused_for_body = self._paused_for_pipeline = False
             self._resume()
         self._handle_events()
 
     def cycle_finished(self, cycle: RequestCycle) -> None:
         """The app's task ended (after or without a full response)."""
         if cycle.state is not CycleState.DONE:
-            # response_finished() released the slot of a completed response.
+            # response_finished() released the slot of a completed response. An
+            # incomplete one always ends with the connection closed or cut (_fail).
             self.server.release()
-            if self.cycle is cycle:
-                self.cycle = None
-                if self.transport is not None and self.server.draining:
-                    self.transport.close()
 
     # -- deadlines and flow control ------------------------------------------------------------
 
-    def _set_deadline(self, reason: str, seconds: float) -> None:
+    def set_deadline(self, reason: Deadline, seconds: float) -> None:
         self.deadline_reason = reason
         self.deadline = self.loop.time() + seconds
+
+    def clear_deadline(self) -> None:
+        self.deadline_reason = Deadline.NONE
+        self.deadline = INF
 
     def deadline_passed(self) -> None:
         """Called by the sweep once ``deadline`` is in the past."""
         reason = self.deadline_reason
-        self.deadline = INF
+        self.clear_deadline()
         transport = self.transport
-        if transport is None or transport.is_closing():
+        if transport is None:
             return
-        if reason == "keep-alive":
-            transport.close()
-        elif reason == "header" or reason == "body":
-            logger.info("closing a connection: %s timeout", reason)
-            if self.cycle is not None:
-                self.cycle.disconnect()
-                if self.cycle.state is not CycleState.AWAIT_START:
+        if reason is Deadline.WRITE or transport.is_closing():
+            size = transport.get_write_buffer_size()
+            if 0 < size < self._write_mark:
+                # Slow but moving: the stall deadline is about progress, not total time.
+                self._write_mark = size
+                self.set_deadline(Deadline.WRITE, self.server.timeout_write)
+                return
+            if size:
+                logger.info("aborting a connection: the client stopped reading the response")
+            transport.abort()
+        elif reason is Deadline.IDLE:
+            self.close()
+        else:
+            logger.info("closing a connection: %s timeout", reason.value)
+            cycle = self.cycle
+            if cycle is not None:
+                cycle.disconnect()
+                if cycle.state is CycleState.STREAMING:
                     transport.abort()
                     return
-            self.send_error(408)
-        else:
-            logger.info("aborting a connection: the client stopped reading the response")
-            transport.abort()
+            self.send_error(408, cycle)
 
     def _pause(self) -> None:
         if self.transport is not None:
             self.transport.pause_reading()
 
     def _resume(self) -> None:
+        transport = self.transport
         if (
-            self.transport is not None
+            transport is not None
             and not self._paused_for_body
             and not self._paused_for_pipeline
-            and self.transport.is_reading() is False
+            and not transport.is_closing()
         ):
-            self.transport.resume_reading()
+            transport.resume_reading()
 
     def shutdown(self) -> None:
         """The worker is draining: close if idle, else close after the current response."""
-        if self.cycle is None and self.websocket is None:
-            if self.transport is not None:
-                self.transport.close()
-        elif self.websocket is not None:
+        if self.websocket is not None:
             self.websocket.shutdown()
-
+        elif self.cycle is None:
+            self.close()

@@ -5,11 +5,18 @@ state is an Enum, never a set of booleans:
 
     AWAIT_START --http.response.start--> HEAD_HELD --first body--> STREAMING
     HEAD_HELD / STREAMING --body with more_body=False--> DONE
-    any --app raised, or broke the protocol--> FAILED
+    AWAIT_START / HEAD_HELD / STREAMING --app raised, returned early, broke the
+        protocol, or was cancelled--> FAILED
 
 The response head is held until the first body message (the spec allows it), so an
-exception or an invalid header found when the head is finally serialised still becomes
-a clean 500, and the head and first chunk go out in one write (no Nagle stall).
+exception, an invalid header or a first body longer than its Content-Length found when
+the head is finally serialised still becomes a clean 500; and the head and the first
+chunk go out in one write. Once STREAMING, a failure can only cut the connection: a
+truncated body must never look complete.
+
+``disconnected`` is not a state but a fact about the peer: it can become true in any
+state, after which ``send`` raises :class:`ClientDisconnected` (an ``OSError``, spec
+2.4) and ``receive`` returns ``http.disconnect``.
 """
 
 from __future__ import annotations
@@ -33,8 +40,6 @@ logger = logging.getLogger("corral.error")
 #: Matches uvicorn's HIGH_WATER_LIMIT; a larger value buys nothing once the app reads.
 BODY_HIGH_WATER_BYTES = 64 * 1024
 
-_DISCONNECT: Message = {"type": "http.disconnect"}
-
 
 class CycleState(enum.Enum):
     AWAIT_START = "await-start"
@@ -51,10 +56,11 @@ class RequestCycle:
     __slots__ = (
         "_body",
         "_body_size",
-        "_continue_sent",
         "_conn",
+        "_continue_sent",
         "_end_delivered",
         "_headers",
+        "_no_body",
         "_waiter",
         "bytes_sent",
         "disconnected",
@@ -82,8 +88,10 @@ class RequestCycle:
         self._end_delivered = False
         self.status = 0
         self._headers: list[tuple[bytes, bytes]] = []
+        # RFC 9110 sections 9.3.2, 15.3.5, 15.4.5: no body on HEAD, 204 and 304.
+        self._no_body = request.method == b"HEAD"
         self.bytes_sent = 0
-        self.started_at = 0.0
+        self.started_at = conn.loop.time()
 
     # -- events from the connection --------------------------------------------------------
 
@@ -112,72 +120,96 @@ class RequestCycle:
     # -- the app -----------------------------------------------------------------------------
 
     async def run(self, app: ASGIApp) -> None:
-        """Run the app to the end; only cancellation propagates."""
+        """Run the app to the end; only cancellation propagates.
+
+        Error handling: an exception from the app is logged (except
+        :class:`ClientDisconnected`, which only says the client left) and the response
+        becomes a 500, or is cut if it already started. An app that returns without
+        finishing its response is treated the same way (logged unless the client left).
+        """
         try:
             await app(self.scope, self.receive, self.send)
         except ClientDisconnected:
-            pass  # the client left: normal, not an error (spec 2.4)
+            self._fail()  # the client left: normal, not an error (spec 2.4)
         except asyncio.CancelledError:
-            self._fail(None, "")
+            self._fail()
             raise
         except Exception as exc:
-            self._fail(exc, "exception in ASGI application")
+            logger.error("exception in ASGI application", exc_info=exc)
+            self._fail()
         else:
-            self._fail(None, "ASGI application returned without completing the response")
+            if self.state is not CycleState.DONE and not self.disconnected:
+                logger.error("ASGI application returned without completing the response")
+            self._fail()
         finally:
             self._conn.cycle_finished(self)
 
-    def _fail(self, exc: BaseException | None, message: str) -> None:
+    def _fail(self) -> None:
         """End a cycle that did not complete: 500 if nothing was written, else cut it."""
         state = self.state
         if state is CycleState.DONE or state is CycleState.FAILED:
-            if exc is not None:
-                logger.error("%s after the response", message, exc_info=exc)
             return
         self.state = CycleState.FAILED
         if self.disconnected:
             return
-        if message:
-            logger.error(message, exc_info=exc)
+        conn = self._conn
         if state is CycleState.STREAMING:
-            self._conn.abort()  # a truncated body must not look complete
+            conn.abort()  # a truncated body must not look complete
+            conn.server.log_access(conn, self.status, self.bytes_sent, self)
         else:
-            self._conn.send_error(500)
+            conn.send_error(500, self)
 
     async def receive(self) -> Message:
         conn = self._conn
         if not self._continue_sent and conn.core.they_are_waiting_for_100_continue:
-            # RFC 9110 section 10.1.1: send 100 only once the app asks for the body.
+            # RFC 9110 section 10.1.1: send 100 only once the app asks for the body, and
+            # only while no final response has been written.
             self._continue_sent = True
-            if self.state is CycleState.AWAIT_START:
+            state = self.state
+            if state is CycleState.AWAIT_START or state is CycleState.HEAD_HELD:
                 conn.send_continue()
-        while not self._body and self.more_body and self._waiting_allowed():
-            waiter = self._waiter = conn.loop.create_future()
+        if not self._body and self.more_body and self._waiting_allowed():
             conn.wait_for_body()
-            await waiter
-        if self.state is not CycleState.DONE and self.state is not CycleState.FAILED:
-            if self._body or (not self.more_body and not self._end_delivered):
-                body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-                self._body = []
-                self._body_size = 0
-                if self.more_body:
-                    conn.resume_reading_for_body()
-                else:
-                    self._end_delivered = True
-                return {"type": "http.request", "body": body, "more_body": self.more_body}
+            try:
+                while not self._body and self.more_body and self._waiting_allowed():
+                    waiter = self._waiter = conn.loop.create_future()
+                    await waiter
+            finally:
+                conn.body_wait_over()
+        if self._waiting_allowed() and (
+            self._body or (not self.more_body and not self._end_delivered)
+        ):
+            chunks = self._body
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            self._body = []
+            self._body_size = 0
+            if self.more_body:
+                conn.resume_reading_for_body()
+            else:
+                self._end_delivered = True
+            return {"type": "http.request", "body": body, "more_body": self.more_body}
         # The body is over: wait for the client to go or the response to end (long-poll).
         while self._waiting_allowed():
             waiter = self._waiter = conn.loop.create_future()
             await waiter
-        return _DISCONNECT
+        return {"type": "http.disconnect"}
 
     def _waiting_allowed(self) -> bool:
         state = self.state
-        return not self.disconnected and state is not CycleState.DONE and (
-            state is not CycleState.FAILED
+        return (
+            not self.disconnected
+            and state is not CycleState.DONE
+            and state is not CycleState.FAILED
         )
 
     async def send(self, message: Message) -> None:
+        """Take one ASGI message from the app.
+
+        Raises:
+            ClientDisconnected: the client has gone (spec 2.4); not an error.
+            RuntimeError: the message is out of order or invalid, or the body does not
+                match its Content-Length (the connection is then closed).
+        """
         if self.disconnected:
             raise ClientDisconnected("client disconnected")
         kind = message["type"]
@@ -186,10 +218,12 @@ class RequestCycle:
             if kind != "http.response.start":
                 raise RuntimeError(f"expected 'http.response.start', got {kind!r}")
             status = message["status"]
-            if type(status) is not int or not 100 <= status <= 999:
+            if type(status) is not int or not 200 <= status <= 999:
                 raise RuntimeError(f"invalid HTTP status {status!r}")
             self.status = status
             self._headers = list(message.get("headers", ()))
+            if status == 204 or status == 304:
+                self._no_body = True
             self.state = CycleState.HEAD_HELD
             return
         if state is not CycleState.HEAD_HELD and state is not CycleState.STREAMING:
@@ -197,6 +231,10 @@ class RequestCycle:
         if kind != "http.response.body":
             raise RuntimeError(f"expected 'http.response.body', got {kind!r}")
         body = message.get("body", b"")
+        if type(body) is not bytes:
+            if not isinstance(body, (bytearray, memoryview)):
+                raise RuntimeError(f"response body must be bytes, not {type(body).__name__}")
+            body = bytes(body)
         more = message.get("more_body", False)
         conn = self._conn
         core = conn.core
@@ -207,23 +245,29 @@ class RequestCycle:
                 raise RuntimeError(f"invalid response head: {exc}") from None
             self.state = CycleState.STREAMING
         try:
-            if body:
+            if body and not self._no_body:
                 core.send_body(body)
                 self.bytes_sent += len(body)
             if not more:
                 core.send_end()
         except LocalProtocolError as exc:
+            # The body does not match its Content-Length (RFC 9112 section 6.3).
             self.state = CycleState.FAILED
-            conn.flush()
-            conn.abort()
-            raise RuntimeError(str(exc)) from None
+            if state is CycleState.HEAD_HELD:
+                core.data_to_send()  # the head was never written: drop it, answer 500
+                self.bytes_sent = 0
+                conn.send_error(500, self)
+            else:
+                conn.flush()
+                conn.abort()
+                conn.server.log_access(conn, self.status, self.bytes_sent, self)
+            raise RuntimeError(f"response body does not match its headers: {exc}") from None
+        conn.flush()
         if not more:
             self.state = CycleState.DONE
-            conn.flush()
+            self._wake()  # a receive() waiting for the end returns http.disconnect
             conn.response_finished(self)
-            self._wake()
             return
-        conn.flush()
         if conn.write_paused:
             await conn.wait_writable()
             if self.disconnected:

@@ -62,6 +62,9 @@ class WorkerServer:
         self.limit_concurrency = config.limit_concurrency or 0
         self.access_log = config.access_log
         self.connections: set[HTTPConnection] = set()
+        # Strong references to the running app tasks: the event loop keeps only weak
+        # ones, and an app awaiting something nobody else references could be collected.
+        self.tasks: set[asyncio.Task[None]] = set()
         self.active = 0
         self.requests = 0
         self.draining = False
@@ -74,15 +77,20 @@ class WorkerServer:
             extra.append((name.strip().lower().encode("latin-1"), value.strip().encode("latin-1")))
         self._static_headers = ([SERVER_HEADER] if config.server_header else []) + extra
         self._date_header = config.date_header
-        self.default_headers: list[tuple[bytes, bytes]] = []
+        self._date_second = -1
+        self.default_headers: list[tuple[bytes, bytes]] = list(self._static_headers)
         self._refresh_headers()
 
     def _refresh_headers(self) -> None:
-        headers = list(self._static_headers)
-        if self._date_header:
-            date = email.utils.formatdate(time.time(), usegmt=True).encode("ascii")
-            headers.insert(0, (b"date", date))
-        self.default_headers = headers
+        """Rebuild the default headers when the Date header's second has changed."""
+        if not self._date_header:
+            return
+        second = int(time.time())
+        if second != self._date_second:
+            self._date_second = second
+            date = email.utils.formatdate(second, usegmt=True).encode("ascii")
+            # A new list, never an in-place change: a response may be extending a copy.
+            self.default_headers = [(b"date", date), *self._static_headers]
 
     # -- admission ----------------------------------------------------------------------------
 
@@ -96,6 +104,12 @@ class WorkerServer:
 
     def release(self) -> None:
         self.active -= 1
+
+    def run_cycle(self, cycle: RequestCycle) -> None:
+        """Run the app for one admitted request as a task."""
+        task = self.loop.create_task(cycle.run(self.app))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def count_request(self) -> None:
         self.requests += 1
@@ -111,12 +125,12 @@ class WorkerServer:
     # -- logging ------------------------------------------------------------------------------
 
     def log_access(
-        self, conn: HTTPConnection, status: int, size: int, cycle: RequestCycle | None = None
+        self, conn: HTTPConnection, status: int, size: int, cycle: RequestCycle | None
     ) -> None:
+        """One access line, when a response completed or was cut (``cycle`` may be None
+        for an error answered before a request was parsed)."""
         if not self.access_log or not access_logger.isEnabledFor(logging.INFO):
             return
-        if cycle is None:
-            cycle = conn.cycle
         duration = self.loop.time() - cycle.started_at if cycle is not None else 0.0
         method = cycle.method if cycle is not None else b"-"
         target = cycle.target if cycle is not None else b"-"
