@@ -51,7 +51,7 @@ def load_app(target: str, *, factory: bool = False, app_dir: str = ".") -> ASGIA
             f"{target} does not look like an ASGI 3 application "
             "(expected an async callable taking scope, receive, send)"
         )
-    return cast(ASGIApp, obj)
+    return cast("ASGIApp", obj)
 
 
 def _is_asgi3(obj: object) -> bool:

@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def load(cli=None, env=None, cwd=None, config_path=None):
-    return load_config({"app": "a:b", **(cli or {})}, env or {}, cwd or Path("/nonexistent"),
-                       config_path)
+    return load_config(
+        {"app": "a:b", **(cli or {})}, env or {}, cwd or Path("/nonexistent"), config_path
+    )
 
 
 def test_defaults():
@@ -163,7 +164,11 @@ def test_effective_binds_shortcuts():
     assert [str(b) for b in effective_binds((), None, None, None, None)] == ["127.0.0.1:8000"]
     assert [str(b) for b in effective_binds((), None, 0, None, None)] == ["127.0.0.1:0"]
     assert [str(b) for b in effective_binds(("unix:/a",), "::1", 5, "/b", 3)] == [
-        "unix:/a", "[::1]:5", "unix:/b", "fd://3"]
+        "unix:/a",
+        "[::1]:5",
+        "unix:/b",
+        "fd://3",
+    ]
 
 
 def test_print_config_lists_every_option():
