@@ -20,6 +20,11 @@ Deadlines (all named, all configurable):
   as "no progress": while the write buffer keeps shrinking the deadline moves on. Also
   armed by every close, since ``transport.close()`` waits for the buffer to drain.
 
+* ``LINGER``: after an error response (400, 408, 413, 431, 503, 500) the write side is
+  shut and input is read and dropped for :data:`LINGER_S`, so a client still uploading
+  sees the answer: closing with unread input sends a RST, which may make the client's
+  TCP stack discard the response (nginx's ``lingering_close``).
+
 Invariant: while ``write_paused`` is true the deadline is ``WRITE`` (nothing else may
 replace it), so a stalled client is always cut after ``--timeout-write``.
 """
@@ -53,6 +58,11 @@ logger = logging.getLogger("corral.error")
 
 INF = float("inf")
 
+#: Seconds an error response waits, reading and dropping input, before the close.
+#: Long enough for the client to see the response and stop sending; short enough that
+#: a client that keeps sending cannot hold the connection.
+LINGER_S = 2.0
+
 
 class Deadline(enum.Enum):
     """Why a connection's ``deadline`` is set (see the module docstring)."""
@@ -62,6 +72,7 @@ class Deadline(enum.Enum):
     HEADER = "header"
     BODY = "body"
     WRITE = "write"
+    LINGER = "linger"
 
 
 def _addr(info: Any) -> tuple[str, int] | None:
@@ -76,6 +87,7 @@ class HTTPConnection(asyncio.Protocol):
 
     __slots__ = (
         "_drain_waiter",
+        "_lingering",
         "_paused_for_body",
         "_paused_for_pipeline",
         "_write_mark",
@@ -107,6 +119,7 @@ class HTTPConnection(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._paused_for_body = False
         self._paused_for_pipeline = False
+        self._lingering = False
         self.websocket: Any = None
 
     # -- asyncio.Protocol -----------------------------------------------------------------
@@ -149,6 +162,8 @@ class HTTPConnection(asyncio.Protocol):
         if self.websocket is not None:
             self.websocket.data_received(data)
             return
+        if self._lingering:
+            return  # an error response went out: input is dropped until the close
         reason = self.deadline_reason
         if reason is Deadline.IDLE:
             # The first byte of a head starts the absolute header deadline.
@@ -162,6 +177,8 @@ class HTTPConnection(asyncio.Protocol):
         if self.websocket is not None:
             result: bool | None = self.websocket.eof_received()
             return result
+        if self._lingering:
+            return None  # the client saw the error response and stopped: close now
         self.core.receive_eof()
         self._handle_events()
         # Keep the write side open while a response is owed (a half-closed client).
@@ -297,17 +314,29 @@ class HTTPConnection(asyncio.Protocol):
     def send_error(
         self, status: int, cycle: RequestCycle | None = None, *, retry_after: bool = False
     ) -> None:
-        """Answer with a plain error response and close. Call only if nothing was written."""
+        """Answer with a plain error response and close. Call only if nothing was written.
+
+        Resource handling: the write side is shut at once; the connection is closed when
+        the client closes, or after :data:`LINGER_S` (``LINGER``).
+        """
         transport = self.transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or self._lingering:
             return
         extra = list(self.server.default_headers)
         if retry_after:
             extra.append((b"retry-after", b"1"))
         body = b"%d %s\n" % (status, REASONS.get(status, b""))
         transport.write(simple_response(status, body, extra))
-        self.close()
         self.server.log_access(self, status, len(body), cycle)
+        if not transport.can_write_eof():
+            self.close()
+            return
+        transport.write_eof()
+        self._lingering = True
+        self._paused_for_body = self._paused_for_pipeline = False
+        transport.resume_reading()
+        if not self.write_paused:
+            self.set_deadline(Deadline.LINGER, LINGER_S)
 
     def close(self) -> None:
         """Close after the pending writes; a client that stops reading is cut by WRITE."""
@@ -410,7 +439,7 @@ class HTTPConnection(asyncio.Protocol):
             if size:
                 logger.info("aborting a connection: the client stopped reading the response")
             transport.abort()
-        elif reason is Deadline.IDLE:
+        elif reason is Deadline.IDLE or reason is Deadline.LINGER:
             self.close()
         else:
             logger.info("closing a connection: %s timeout", reason.value)

@@ -166,7 +166,9 @@ class RequestCycle:
             # only while no final response has been written.
             self._continue_sent = True
             state = self.state
-            if state is CycleState.AWAIT_START or state is CycleState.HEAD_HELD:
+            if not self.disconnected and (
+                state is CycleState.AWAIT_START or state is CycleState.HEAD_HELD
+            ):
                 conn.send_continue()
         if not self._body and self.more_body and self._waiting_allowed():
             conn.wait_for_body()

@@ -208,3 +208,16 @@ def test_client_that_stops_reading_is_cut_after_the_write_timeout() -> None:
             server.wait_for_line("APP big: send raised ClientDisconnected", start=start)
         finally:
             client.sock.close()
+
+
+def test_error_response_survives_an_unread_upload() -> None:
+    """A 413 while the client is still uploading reaches it: the server reads and drops
+    the rest for a while (a close with unread input would send RST, and the client's
+    stack could discard the 413 with it)."""
+    with Server(APP, "-w", "1", "--max-body-size", "1000") as server:
+        for _ in range(5):
+            with Client(server) as client:
+                client.send(request_bytes("POST", "/echo", body=b"x" * 2_000_000))
+                data, how = client.read_until_closed()
+            assert data.startswith(b"HTTP/1.1 413 ")
+            assert how == "fin"

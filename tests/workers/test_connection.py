@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from corral.config import Config
-from corral.workers.connection import Deadline, HTTPConnection
+from corral.workers.connection import LINGER_S, Deadline, HTTPConnection
 from corral.workers.cycle import BODY_HIGH_WATER_BYTES
 from corral.workers.server import WorkerServer
 from corral.workers.types import ClientDisconnected
@@ -40,6 +40,7 @@ class FakeTransport(asyncio.Transport):
         self.pauses = 0
         self.closing = False
         self.aborted = False
+        self.eof = False
         self._lost = False
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -47,6 +48,7 @@ class FakeTransport(asyncio.Transport):
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         assert not self.closing, "write after close"
+        assert not self.eof, "write after write_eof"
         self.written += data
         if self.stalled:
             self.buffered += len(data)
@@ -62,6 +64,17 @@ class FakeTransport(asyncio.Transport):
             self.protocol.resume_writing()
         if self.closing and not self.buffered:
             self._lose()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof = True
+
+    @property
+    def finished(self) -> bool:
+        """Closed, or at least nothing more may be written."""
+        return self.closing or self.eof
 
     def get_write_buffer_size(self) -> int:
         return self.buffered
@@ -315,11 +328,31 @@ def test_header_deadline_is_absolute_from_the_first_byte(env: Env) -> None:
     for i in range(9):
         conn.data_received(head[i : i + 1])
         env.advance(server, 0.1)
-    assert not transport.closing
+    assert not transport.finished
     conn.data_received(head[9:10])
     env.advance(server, 0.15)
-    assert transport.closing
+    assert transport.eof
     assert transport.written.startswith(b"HTTP/1.1 408 ")
+
+
+def test_after_an_error_response_input_is_dropped_then_the_connection_closes(env: Env) -> None:
+    """Lingering close: write side shut, the rest of the upload read and dropped."""
+    server = env.server(hello, max_body_size=10)
+    conn, transport = env.connect(server)
+    conn.data_received(post(1000))
+    assert transport.written.startswith(b"HTTP/1.1 413 ")
+    assert transport.eof
+    assert not transport.closing
+    for _ in range(10):
+        conn.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")  # never parsed
+    env.settle()
+    assert transport.written.count(b"HTTP/1.1") == 1
+    env.advance(server, LINGER_S + 0.1)
+    assert transport.closing
+    # And a client that closes its side after reading the error ends it at once.
+    conn, transport = env.connect(server)
+    conn.data_received(post(1000))
+    assert conn.eof_received() is None  # asyncio then closes the transport
 
 
 def test_a_silent_new_connection_is_closed_quietly(env: Env) -> None:
