@@ -1,0 +1,3 @@
+"""A plain GET is served and the connection stays open."""
+
+EXPECT = {"requests": [("GET", "/")]}

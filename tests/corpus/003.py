@@ -1,0 +1,3 @@
+"""A POST with a Content-Length body."""
+
+EXPECT = {"requests": [("POST", "/form", b"a=1&b=hello")]}

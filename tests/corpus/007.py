@@ -1,0 +1,3 @@
+"""HTTP/1.0 needs no Host and closes after the response."""
+
+EXPECT = {"requests": [("GET", "/")], "close": True}

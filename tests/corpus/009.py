@@ -1,0 +1,3 @@
+"""A HEAD request is served like a GET."""
+
+EXPECT = {"requests": [("HEAD", "/file")]}

@@ -1,0 +1,3 @@
+"""B2: two Content-Length headers with different values get 400."""
+
+EXPECT = {"status": 400}

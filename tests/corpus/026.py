@@ -1,0 +1,3 @@
+"""B2: a Content-Length list with different values gets 400."""
+
+EXPECT = {"status": 400}

@@ -1,0 +1,3 @@
+"""B5: one bare LF among CRLF lines gets 400."""
+
+EXPECT = {"status": 400, "reason": "bare LF"}

@@ -1,0 +1,3 @@
+"""A NUL byte in a header value gets 400."""
+
+EXPECT = {"status": 400, "reason": "control character"}

@@ -1,0 +1,3 @@
+"""Two Transfer-Encoding headers get 501."""
+
+EXPECT = {"status": 501}

@@ -1,0 +1,3 @@
+"""A space inside the request target gets 400."""
+
+EXPECT = {"status": 400}
