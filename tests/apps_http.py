@@ -199,6 +199,13 @@ async def custom_server(scope, receive, send):
     await _respond(send, headers=[(b"server", b"app"), (b"x-frame-options", b"app")])
 
 
+async def app_framing(scope, receive, send):
+    """Sets its own Transfer-Encoding, which the server must ignore."""
+    headers = [(b"transfer-encoding", b"gzip, chunked"), (b"content-length", b"4")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"body"})
+
+
 async def sleep(scope, receive, send):
     seconds = float(_query(scope).get("s", "1"))
     mark(f"sleep: started {scope['query_string'].decode()}")
@@ -254,7 +261,15 @@ async def big(scope, receive, send):
     await send({"type": "http.response.body", "body": b""})
 
 
+async def long_poll(scope, receive, send):
+    """Waits for the client to go away (the way SSE and long-poll apps notice it)."""
+    body = await _read_body(receive)
+    message = await receive()
+    mark(f"long-poll: {message['type']} after body={body!r}")
+
+
 ROUTES = {
+    "/long-poll": long_poll,
     "/echo": echo,
     "/scope": scope_dump,
     "/state": state,
@@ -271,6 +286,7 @@ ROUTES = {
     "/reflect": reflect,
     "/bad-header-name": bad_header_name,
     "/custom-server": custom_server,
+    "/app-framing": app_framing,
     "/sleep": sleep,
     "/forever": forever,
     "/wait-body": wait_body,

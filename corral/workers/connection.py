@@ -181,8 +181,12 @@ class HTTPConnection(asyncio.Protocol):
             return None  # the client saw the error response and stopped: close now
         self.core.receive_eof()
         self._handle_events()
+        cycle = self.cycle
+        if cycle is None:
+            return None  # nothing owed: asyncio closes the transport
         # Keep the write side open while a response is owed (a half-closed client).
-        return True if self.cycle is not None else None
+        cycle.input_ended()
+        return True
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -287,15 +291,23 @@ class HTTPConnection(asyncio.Protocol):
     # -- called by the cycle -----------------------------------------------------------------
 
     def response_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        """Add the server's defaults (Date, Server, --header) the app did not set itself."""
+        """The app's headers, less Transfer-Encoding, plus the defaults it did not set.
+
+        The defaults are Date, Server and ``--header``. The framing is the server's
+        (ASGI: the server ignores any Transfer-Encoding the app sets).
+        """
         server = self.server
-        defaults = server.default_headers
-        if defaults:
-            if headers:
+        special = server.special_names
+        for name, _ in headers:
+            if name.lower() in special:
+                # Rare: the app set a default header or Transfer-Encoding itself.
                 given = {name.lower() for name, _ in headers}
-                headers.extend(h for h in defaults if h[0] not in given)
-            else:
-                headers.extend(defaults)
+                if b"transfer-encoding" in given:
+                    headers = [h for h in headers if h[0].lower() != b"transfer-encoding"]
+                headers.extend(h for h in server.default_headers if h[0] not in given)
+                break
+        else:
+            headers.extend(server.default_headers)
         if server.draining:
             headers.append((b"connection", b"close"))
         return headers
@@ -331,7 +343,13 @@ class HTTPConnection(asyncio.Protocol):
         if not transport.can_write_eof():
             self.close()
             return
-        transport.write_eof()
+        try:
+            transport.write_eof()
+        except OSError:
+            # asyncio's write_eof() calls shutdown() unguarded: ENOTCONN once the peer
+            # has reset the connection. Nothing left to linger for.
+            transport.abort()
+            return
         self._lingering = True
         self._paused_for_body = self._paused_for_pipeline = False
         transport.resume_reading()

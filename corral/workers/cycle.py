@@ -16,7 +16,9 @@ truncated body must never look complete.
 
 ``disconnected`` is not a state but a fact about the peer: it can become true in any
 state, after which ``send`` raises :class:`ClientDisconnected` (an ``OSError``, spec
-2.4) and ``receive`` returns ``http.disconnect``.
+2.4) and ``receive`` returns ``http.disconnect``. An EOF from the client is weaker: the
+rest of the body is still delivered and ``send`` still works, but a ``receive`` waiting
+after the body returns ``http.disconnect``.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class RequestCycle:
         "_continue_sent",
         "_end_delivered",
         "_headers",
+        "_input_closed",
         "_no_body",
         "_waiter",
         "bytes_sent",
@@ -83,6 +86,7 @@ class RequestCycle:
         self._body_size = 0
         self.more_body = True
         self.disconnected = False
+        self._input_closed = False  # the client sent EOF (it may still read)
         self._waiter: asyncio.Future[None] | None = None
         self._continue_sent = False
         self._end_delivered = False
@@ -104,6 +108,11 @@ class RequestCycle:
 
     def feed_end(self) -> None:
         self.more_body = False
+        self._wake()
+
+    def input_ended(self) -> None:
+        """The client closed its sending side: a receive() waiting past the body ends."""
+        self._input_closed = True
         self._wake()
 
     def disconnect(self) -> None:
@@ -138,9 +147,11 @@ class RequestCycle:
             logger.error("exception in ASGI application", exc_info=exc)
             self._fail()
         else:
-            if self.state is not CycleState.DONE and not self.disconnected:
-                logger.error("ASGI application returned without completing the response")
-            self._fail()
+            if self.state is not CycleState.DONE:
+                # Not an error if the app was told the client had gone.
+                if not self.disconnected and not self._input_closed:
+                    logger.error("ASGI application returned without completing the response")
+                self._fail()
         finally:
             self._conn.cycle_finished(self)
 
@@ -191,7 +202,10 @@ class RequestCycle:
                 self._end_delivered = True
             return {"type": "http.request", "body": body, "more_body": self.more_body}
         # The body is over: wait for the client to go or the response to end (long-poll).
-        while self._waiting_allowed():
+        # A client that closed only its sending side counts as gone here (most clients
+        # that leave close both sides, and apps wait on this to notice it), while send()
+        # keeps working for one that only half-closed.
+        while self._waiting_allowed() and not self._input_closed:
             waiter = self._waiter = conn.loop.create_future()
             await waiter
         return {"type": "http.disconnect"}

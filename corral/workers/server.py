@@ -76,6 +76,11 @@ class WorkerServer:
             name, _, value = text.partition(":")
             extra.append((name.strip().lower().encode("latin-1"), value.strip().encode("latin-1")))
         self._static_headers = ([SERVER_HEADER] if config.server_header else []) + extra
+        #: Response header names that need a second look: the defaults (the app's own
+        #: value wins) and Transfer-Encoding (the server does the framing).
+        self.special_names = frozenset(
+            [b"date", b"transfer-encoding", *(name for name, _ in self._static_headers)]
+        )
         self._date_header = config.date_header
         self._date_second = -1
         self.default_headers: list[tuple[bytes, bytes]] = list(self._static_headers)

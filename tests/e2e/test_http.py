@@ -257,6 +257,15 @@ def test_100_continue_only_when_the_app_reads(srv: Server) -> None:
 # -- response framing ------------------------------------------------------------------------
 
 
+def test_transfer_encoding_from_the_app_is_ignored(srv: Server) -> None:
+    with Client(srv) as client:
+        response = client.request("GET", "/app-framing")
+        assert response.header("transfer-encoding") is None
+        assert response.header("content-length") == "4"
+        assert response.body == b"body"
+        assert client.request().status == 200  # the framing held: the connection is reusable
+
+
 def test_chunked_when_no_content_length(srv: Server) -> None:
     with Client(srv) as client:
         response = client.request("GET", "/stream?n=3")
@@ -389,6 +398,25 @@ def test_client_leaving_mid_stream_is_not_an_error(srv: Server) -> None:
     with Client(srv) as client:
         assert client.request().status == 200  # the worker is fine
     assert errors_logged(srv, start) == []
+
+
+def test_long_poll_learns_that_the_client_closed(srv: Server) -> None:
+    """After the body, receive() returns http.disconnect once the client closes."""
+    start = len(srv.lines)
+    with Client(srv) as client:
+        client.send(request_bytes("POST", "/long-poll", body=b"hi"))
+    srv.wait_for_line("long-poll: http.disconnect after body=b'hi'", start=start, timeout=3)
+    assert errors_logged(srv, start) == []
+
+
+def test_half_closed_client_still_gets_its_response(srv: Server) -> None:
+    """A client that shuts its sending side after the request (nc -N) is answered."""
+    with Client(srv) as client:
+        client.send(request_bytes("POST", "/echo", body=b"half") + request_bytes("GET", "/"))
+        client.sock.shutdown(socket.SHUT_WR)
+        assert client.read("POST").body == b"half"
+        assert client.read().body == b"hello"  # the pipelined one too
+        assert client.read_until_closed() == (b"", "fin")
 
 
 # -- default headers -------------------------------------------------------------------------
