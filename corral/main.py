@@ -75,17 +75,17 @@ def load_env_file(path: str) -> dict[str, str]:
     return result
 
 
-def serve(
-    loaded: LoadedConfig, cli: Mapping[str, object], config_file: str | None = None
-) -> int:
+def serve(loaded: LoadedConfig, cli: Mapping[str, object], config_file: str | None = None) -> int:
     """Run the server described by ``loaded`` until it stops; return the exit code.
 
     ``cli`` and ``config_file`` are kept so that HUP can load the config again from the
-    same sources.
+    same sources. After a USR2 re-exec this runs again in the same process: the sockets
+    and workers of the previous program are adopted instead of bound and forked.
     """
-    from corral.supervisor.loop import Master, exit_code_name  # noqa: PLC0415
-    from corral.supervisor.sockets import BindFailed, bind_all  # noqa: PLC0415
-    from corral.workers.app import AppLoadError, load_app  # noqa: PLC0415
+    from corral.supervisor.handover import inherited_workers
+    from corral.supervisor.loop import Master, exit_code_name
+    from corral.supervisor.sockets import BindFailed, bind_all, inherited_listeners
+    from corral.workers.app import AppLoadError, load_app
 
     config = loaded.config
     try:
@@ -105,11 +105,14 @@ def serve(
         except (PidfileBusy, OSError) as exc:
             logger.error("%s", exc)
             return ExitCode.USAGE
+    # Popped before anything is forked: workers and later re-execs must not see them.
+    inherited = inherited_listeners(os.environ)
+    adopted = inherited_workers(os.environ)
     listeners = []
     try:
         try:
             specs = effective_binds(config.bind, config.host, config.port, config.uds, config.fd)
-            listeners = bind_all(specs, config.backlog)
+            listeners = bind_all(specs, config.backlog, inherited)
         except BindFailed as exc:
             logger.error("%s", exc)
             return ExitCode.BIND
@@ -117,12 +120,16 @@ def serve(
         if config.preload:
             try:
                 app = load_app(config.app, factory=config.factory, app_dir=config.app_dir)
-            except AppLoadError as exc:
-                logger.error("cannot load the application: %s", exc)
-                return ExitCode.APP_IMPORT
-            except Exception:
-                logger.exception("cannot load the application %s", config.app)
-                return ExitCode.APP_IMPORT
+            except Exception as exc:
+                if isinstance(exc, AppLoadError):
+                    logger.error("cannot load the application: %s", exc)
+                else:
+                    logger.exception("cannot load the application %s", config.app)
+                if not adopted:
+                    return ExitCode.APP_IMPORT
+                # Re-exec'd with workers that serve: exiting would kill them. Let the new
+                # workers fail to import instead, which abandons the hand-over.
+                logger.error("--preload failed after re-exec; the adopted workers keep serving")
         for listener in listeners:
             logger.info("listening on %s", listener.url())
         logger.info(
@@ -137,6 +144,7 @@ def serve(
             listeners,
             reload_config=lambda: load_config(cli, config_path=config_file),
             app=app,
+            inherited=adopted,
         )
         try:
             code = master.run()

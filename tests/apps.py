@@ -24,8 +24,13 @@ async def hello(scope, receive, send):
     if scope["type"] == "lifespan":
         return await _lifespan(receive, send)
     body = b"hello"
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"5")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"5")],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -42,10 +47,16 @@ async def echo(scope, receive, send):
         chunks.append(message.get("body", b""))
         more = message.get("more_body", False)
     body = b"".join(chunks)
-    await send({"type": "http.response.start", "status": 200, "headers": [
-        (b"x-pid", str(os.getpid()).encode()),
-        (b"x-path", scope["path"].encode("utf-8", "surrogateescape").hex().encode()),
-    ]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"x-pid", str(os.getpid()).encode()),
+                (b"x-path", scope["path"].encode("utf-8", "surrogateescape").hex().encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -69,8 +80,13 @@ async def scope_dump(scope, receive, send):
     data = {k: conv(v) for k, v in scope.items() if k != "state"}
     data["state_keys"] = state_keys
     body = json.dumps(data).encode()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -84,8 +100,13 @@ async def slow(scope, receive, send):
     # A marker the tests wait for: the request has reached the app.
     print(f"slow: started {scope['path']}", file=sys.stderr, flush=True)
     await asyncio.sleep(float(query.get("seconds", "1")))
-    await send({"type": "http.response.start", "status": 200, "headers": [
-        (b"x-pid", str(os.getpid()).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"x-pid", str(os.getpid()).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": b"slow done"})
 
 
@@ -114,3 +135,57 @@ def factory():
 
 
 not_an_app = 42
+
+
+# -- supervisor tests (tests/e2e/test_signals.py, test_supervisor.py) ----------------------
+
+
+async def tagged(scope, receive, send):
+    """Answers at once with its pid in x-pid; ?sleep=S first sleeps S seconds (and says so)."""
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    query = dict(
+        part.split("=", 1) for part in scope["query_string"].decode().split("&") if "=" in part
+    )
+    if "sleep" in query:
+        print(f"tagged: sleeping {scope['path']} in {os.getpid()}", file=sys.stderr, flush=True)
+        await asyncio.sleep(float(query["sleep"]))
+    body = str(os.getpid()).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"x-pid", body), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def block_the_loop_forever():
+    """Blocks the worker's event loop: the master sees no heartbeat (name grepped in tests)."""
+    import time
+
+    while True:
+        time.sleep(0.1)
+
+
+async def blocking(scope, receive, send):
+    """/block never returns and blocks the event loop; any other path answers with x-pid."""
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    if scope["path"] == "/block":
+        print(f"blocking: blocking the loop in {os.getpid()}", file=sys.stderr, flush=True)
+        block_the_loop_forever()
+    await tagged(scope, receive, send)
+
+
+async def dies_after_ready(scope, receive, send):
+    """Completes lifespan startup, then the process exits with code 1 0.2 s later."""
+    if scope["type"] == "lifespan":
+        message = await receive()
+        assert message["type"] == "lifespan.startup"
+        asyncio.get_running_loop().call_later(0.2, os._exit, 1)
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        return
+    await tagged(scope, receive, send)

@@ -199,6 +199,31 @@ class Config:
     max_requests_jitter: int = option(
         0, "Random extra requests added to --max-requests per worker.", N, WORKERS, minimum=0
     )
+    max_worker_lifetime: float | None = option(
+        None,
+        "Replace a worker after it has served this many seconds, one at a time.",
+        F,
+        WORKERS,
+        minimum=1,
+        nullable=True,
+        metavar="SECONDS",
+    )
+    max_worker_memory: int | None = option(
+        None,
+        "Replace a worker whose resident memory exceeds this many MiB (sampled each second).",
+        N,
+        WORKERS,
+        minimum=1,
+        nullable=True,
+        metavar="MIB",
+    )
+    ready_timeout: float = option(
+        60.0,
+        "Seconds a new worker may take to import the app and finish lifespan startup.",
+        F,
+        WORKERS,
+        minimum=1,
+    )
     pid: str | None = option(
         None, "Write the master's PID to this file.", S, WORKERS, nullable=True, metavar="FILE"
     )

@@ -1,14 +1,19 @@
-"""The master's loop: the only code that forks, reaps, signals and kills.
+"""The master's loop: the only code that forks, reaps, signals, kills and re-execs.
 
-It turns what it observes (signals, worker pipe bytes, child exits, the clock) into
-events for :class:`~corral.supervisor.state.Supervisor` and carries out the actions
-that come back. Signal handlers only put the signal number on a
-``queue.SimpleQueue``; the wakeup-fd pipe makes ``select`` return. Nothing logs,
-forks or reaps inside a handler.
+It turns what it observes (signals, worker pipe bytes, child exits, memory samples, the
+clock) into events for :class:`~corral.supervisor.state.Supervisor` and carries out the
+actions that come back. Signal handlers only put the signal number on a
+``queue.SimpleQueue``; the wakeup-fd pipe makes ``select`` return. Nothing logs, forks
+or reaps inside a handler.
+
+Re-exec (USR2) is in ``handover.py``: the listening sockets and the worker pipes survive
+the exec, the new master adopts them, unblocks the signals the exec kept pending and
+rolls the workers like a reload.
 
 Error handling: a failed fork becomes ``SpawnFailed``; signalling a process that is
-already gone is ignored (it will be reaped); anything unexpected propagates to
-:func:`corral.main.serve`, which logs it and exits with ``ExitCode.INTERNAL``.
+already gone is ignored (it will be reaped); a failed exec is logged and the master
+carries on; anything unexpected propagates to :func:`corral.main.serve`, which logs it
+and exits with ``ExitCode.INTERNAL``.
 
 Resource handling: every worker pipe is registered with the selector and closed when
 its worker is reaped; listening sockets are closed (unix socket files removed) by the
@@ -32,8 +37,7 @@ from typing import final
 from corral.config import Config, ConfigError, LoadedConfig
 from corral.lifecycle import ExitCode, WorkerMessage
 from corral.logs import reopen_log_files
-from corral.supervisor.sockets import Listener
-from corral.supervisor.state import (
+from corral.supervisor.events import (
     Action,
     ChildExited,
     Event,
@@ -47,18 +51,20 @@ from corral.supervisor.state import (
     SendSignal,
     SignalReceived,
     Spawn,
-    SpawnFailed,
     Spawned,
-    Supervisor,
-    SupervisorSettings,
+    SpawnFailed,
     Tick,
     WorkerHeartbeat,
     WorkerReady,
     WorkerRecycleRequested,
 )
+from corral.supervisor.handover import InheritedWorker, reexec
+from corral.supervisor.policy import SupervisorSettings
+from corral.supervisor.sockets import Listener
+from corral.supervisor.state import Supervisor
 from corral.supervisor.systemd import Notifier
 from corral.workers.types import ASGIApp
-from corral.workers.worker import WorkerContext, run_worker
+from corral.workers.worker import WorkerContext, run_worker, set_process_title
 
 logger = logging.getLogger("corral.error")
 
@@ -77,15 +83,32 @@ HANDLED_SIGNALS = (
 #: The longest the loop sleeps without a reason, so a lost wakeup costs at most this.
 MAX_SLEEP_S = 1.0
 
+#: How often worker memory is sampled when --max-worker-memory is set. Reading
+#: /proc/PID/statm costs microseconds; a second is far below any leak's time scale.
+MEMORY_SAMPLE_S = 1.0
+
+#: Extra time after --graceful-timeout before the master SIGKILLs a stopping worker. At
+#: the graceful timeout the worker cuts what is left itself, then cancels its tasks (up to
+#: ``worker.CANCEL_WAIT_S``) and runs lifespan shutdown; SIGKILL should only ever hit a
+#: worker that is stuck, not one that is finishing in order.
+SHUTDOWN_MARGIN_S = 2.0
+
 _MESSAGES = {m.value[0]: m for m in WorkerMessage}
 
 
 def settings_for(config: Config) -> SupervisorSettings:
+    """The state machine's settings; the crash budget and backoff keep their defaults.
+
+    Those (5 crashes within 60 s stop the server with exit code 6; a slot waits 0.5 s,
+    1 s, 2 s, ... up to 30 s after consecutive failures) are internal on purpose: they
+    only decide how a broken deployment fails, and one well-chosen answer beats a knob.
+    """
     return SupervisorSettings(
         workers=config.workers,
-        graceful_timeout_s=config.graceful_timeout,
+        graceful_timeout_s=config.graceful_timeout + SHUTDOWN_MARGIN_S,
         worker_timeout_s=config.worker_timeout or None,
-        ready_timeout_s=max(60.0, config.graceful_timeout),
+        ready_timeout_s=config.ready_timeout,
+        max_worker_lifetime_s=config.max_worker_lifetime,
     )
 
 
@@ -100,6 +123,7 @@ class Master:
         *,
         reload_config: Callable[[], LoadedConfig],
         app: ASGIApp | None = None,
+        inherited: list[InheritedWorker] | None = None,
     ) -> None:
         self.config = loaded.config
         self.listeners = listeners
@@ -111,8 +135,16 @@ class Master:
         self._wake_r, self._wake_w = os.pipe()
         self._notifier = Notifier()
         self._next_watchdog = 0.0
-        self._exit_code: int | None = None
-        self.supervisor = Supervisor(settings_for(self.config), now=time.monotonic())
+        self._next_sample = 0.0
+        inherited = inherited or []
+        for record in inherited:
+            if record.pipe_fd >= 0:
+                self._add_pipe(record.worker.pid, record.pipe_fd)
+        self.supervisor = Supervisor(
+            settings_for(self.config),
+            now=time.monotonic(),
+            adopted=[record.worker for record in inherited],
+        )
 
     # -- signals --------------------------------------------------------------------------
 
@@ -125,6 +157,9 @@ class Master:
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         for signum in HANDLED_SIGNALS:
             signal.signal(signum, self._on_signal)
+        # A master that re-exec'd itself blocked these across the exec; whatever arrived
+        # in between is delivered now, to the handlers above.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
 
     def _restore_signals(self) -> None:
@@ -135,16 +170,18 @@ class Master:
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self) -> int:
+        """Supervise until the state machine says Exit; return its exit code."""
         self._install_signals()
+        set_process_title(f"corral master [{self.config.app}]")
         try:
-            self._execute(self.supervisor.start())
-            while self._exit_code is None:
+            code = self._execute(self.supervisor.start())
+            while code is None:
                 self._wait()
-                self._execute(self.supervisor.handle(Tick(time.monotonic())))
+                code = self._execute(self.supervisor.handle(Tick(time.monotonic())))
                 for event in self._gather():
-                    if self._exit_code is not None:
+                    if code is not None:
                         break
-                    self._execute(self.supervisor.handle(event))
+                    code = self._execute(self.supervisor.handle(event))
                 self._watchdog()
         finally:
             self._restore_signals()
@@ -154,7 +191,7 @@ class Master:
             self._selector.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
-        return self._exit_code
+        return code
 
     def _wait(self) -> None:
         now = time.monotonic()
@@ -164,6 +201,8 @@ class Master:
             timeout = min(timeout, max(0.0, deadline - now))
         if self._notifier.watchdog_interval_s is not None:
             timeout = min(timeout, max(0.0, self._next_watchdog - now))
+        if self.config.max_worker_memory:
+            timeout = min(timeout, max(0.0, self._next_sample - now))
         if not self._signals.empty():
             timeout = 0.0
         for key, _ in self._selector.select(timeout):
@@ -185,6 +224,7 @@ class Master:
         for pid, fd in list(self._pipes.items()):
             events.extend(self._read_pipe(pid, fd))
         events.extend(self._reap())
+        events.extend(self._sample_memory())
         return events
 
     def _read_pipe(self, pid: int, fd: int) -> list[Event]:
@@ -208,6 +248,10 @@ class Master:
         if not data:
             self._close_pipe(pid)
         return events
+
+    def _add_pipe(self, pid: int, fd: int) -> None:
+        self._pipes[pid] = fd
+        self._selector.register(fd, selectors.EVENT_READ, pid)
 
     def _close_pipe(self, pid: int) -> None:
         fd = self._pipes.pop(pid, None)
@@ -234,6 +278,23 @@ class Master:
                 events.append(ChildExited(pid, os.waitstatus_to_exitcode(status), None))
         return events
 
+    def _sample_memory(self) -> list[Event]:
+        """Recycle requests for READY workers over --max-worker-memory (once a second)."""
+        limit_mib = self.config.max_worker_memory
+        now = time.monotonic()
+        if not limit_mib or now < self._next_sample:
+            return []
+        self._next_sample = now + MEMORY_SAMPLE_S
+        events: list[Event] = []
+        for pid, info in self.supervisor.workers().items():
+            if not info.ready or info.stopping:
+                continue
+            rss_mib = resident_mib(pid)
+            if rss_mib is not None and rss_mib > limit_mib:
+                reason = f"resident memory {rss_mib:.0f} MiB over --max-worker-memory {limit_mib}"
+                events.append(WorkerRecycleRequested(pid, reason))
+        return events
+
     def _reread_config(self) -> Event:
         try:
             loaded = self._reload_config()
@@ -243,7 +304,8 @@ class Master:
         if loaded.config.bind != self.config.bind:
             logger.warning("reload: bind addresses cannot change without a restart; ignored")
         self.config = loaded.config
-        return ReloadRequested("SIGHUP", loaded.config.workers)
+        settings = settings_for(loaded.config)
+        return ReloadRequested("SIGHUP", loaded.config.workers, settings)
 
     def _watchdog(self) -> None:
         interval = self._notifier.watchdog_interval_s
@@ -256,7 +318,8 @@ class Master:
 
     # -- actions ------------------------------------------------------------------------------
 
-    def _execute(self, actions: list[Action]) -> None:
+    def _execute(self, actions: list[Action]) -> int | None:
+        """Carry out ``actions`` in order; return the exit code if one of them is Exit."""
         pending = list(actions)
         while pending:
             action = pending.pop(0)
@@ -273,10 +336,16 @@ class Master:
             elif isinstance(action, ReopenLogs):
                 reopen_log_files()
             elif isinstance(action, ReExec):
-                logger.warning("USR2 (re-exec in place) is not supported yet; ignored")
+                self._reexec()
             elif isinstance(action, Exit):
-                self._exit_code = action.code
-                return
+                return action.code
+        return None
+
+    def _reexec(self) -> None:
+        """Replace this program by a fresh copy of itself (same pid); return only on failure."""
+        error = reexec(self.listeners, self.supervisor.workers(), self._pipes, HANDLED_SIGNALS)
+        logger.error("re-exec failed (%s); this master carries on", error)
+        self._notifier.notify("READY=1")
 
     def _spawn(self, action: Spawn) -> Event:
         read_fd, write_fd = os.pipe()
@@ -289,7 +358,7 @@ class Master:
             os.close(write_fd)
             return SpawnFailed(action.slot, action.generation, str(exc))
         if pid == 0:  # the child: never returns
-            code = ExitCode.INTERNAL
+            code: int = ExitCode.INTERNAL
             try:
                 os.close(read_fd)
                 for fd in (self._wake_r, self._wake_w, *self._pipes.values()):
@@ -310,9 +379,18 @@ class Master:
                 os._exit(code)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
-        self._pipes[pid] = read_fd
-        self._selector.register(read_fd, selectors.EVENT_READ, pid)
+        self._add_pipe(pid, read_fd)
         return Spawned(action.slot, pid, action.generation)
+
+
+def resident_mib(pid: int) -> float | None:
+    """Resident set size of ``pid`` in MiB (Linux /proc), or None if it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            resident_pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
 
 
 def _signal(pid: int, signum: int) -> None:

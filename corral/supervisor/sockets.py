@@ -1,20 +1,31 @@
-"""Binding the listening sockets, once, in the master.
+"""Binding the listening sockets, once, in the master, and handing them over on re-exec.
 
 Workers inherit these sockets through fork and accept on them; the master never
 accepts. A bind failure is a one-line message and :data:`ExitCode.BIND`.
+
+On USR2 the master execs itself (same pid). :func:`export_listeners` keeps the sockets
+open across the exec and names them in ``CORRAL_INHERITED_FDS``; the new master's
+:func:`inherited_listeners` picks them up and :func:`bind_all` uses them for the
+addresses that are still configured, so the port never closes: connections arriving
+meanwhile wait in the kernel's accept queue.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import socket
 import stat
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import final
 
-from corral.config import BindSpec
+from corral.config import BindError, BindSpec, parse_bind
+
+#: Environment variable naming the listening sockets a re-exec'd master inherits (JSON).
+INHERITED_FDS_ENV = "CORRAL_INHERITED_FDS"
 
 
 class BindFailed(Exception):
@@ -46,21 +57,76 @@ class Listener:
             self.owned_path = None
 
 
-def bind_all(specs: list[BindSpec], backlog: int) -> list[Listener]:
-    """Bind every address or none.
+def bind_all(
+    specs: list[BindSpec], backlog: int, inherited: Mapping[str, Listener] | None = None
+) -> list[Listener]:
+    """Bind every address or none, using an ``inherited`` socket where one matches.
+
+    Inherited sockets are matched by address text (``str(spec)``), so ``127.0.0.1:0``
+    gets back the port it was given before the re-exec. Those that match nothing
+    any more are closed (and their socket files removed).
 
     Raises:
-        BindFailed: for the first address that fails; those already bound are closed.
+        BindFailed: for the first address that fails; those already set up are closed.
     """
+    unused = dict(inherited or {})
     listeners: list[Listener] = []
     try:
         for spec in specs:
-            listeners.append(bind_one(spec, backlog))
+            listener = unused.pop(str(spec), None)
+            listeners.append(listener if listener is not None else bind_one(spec, backlog))
     except BindFailed:
         for listener in listeners:
             listener.close()
         raise
+    finally:
+        for listener in unused.values():
+            listener.close()
     return listeners
+
+
+def export_listeners(listeners: list[Listener]) -> str:
+    """Keep ``listeners`` open across an exec; return the value for ``INHERITED_FDS_ENV``.
+
+    Ownership of unix socket files passes to the new program with the sockets.
+    """
+    entries = []
+    for listener in listeners:
+        fd = listener.sock.fileno()
+        os.set_inheritable(fd, True)
+        entries.append({"fd": fd, "spec": str(listener.spec), "path": listener.owned_path})
+    return json.dumps(entries)
+
+
+def inherited_listeners(environ: MutableMapping[str, str]) -> dict[str, Listener]:
+    """Pop ``INHERITED_FDS_ENV`` and wrap the sockets it names, by address text.
+
+    A malformed value or a descriptor that is not a listening stream socket is skipped
+    (that address is then bound afresh, or fails to bind, as on a first start).
+    """
+    raw = environ.pop(INHERITED_FDS_ENV, "")
+    if not raw:
+        return {}
+    try:
+        entries = [(int(e["fd"]), str(e["spec"]), e.get("path")) for e in json.loads(raw)]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {}
+    result: dict[str, Listener] = {}
+    for fd, text, path in entries:
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            continue
+        if sock.type != socket.SOCK_STREAM:
+            sock.detach()
+            continue
+        try:
+            spec = parse_bind(text)
+        except BindError:
+            sock.close()
+            continue
+        result[text] = Listener(spec, sock, owned_path=path if isinstance(path, str) else None)
+    return result
 
 
 def bind_one(spec: BindSpec, backlog: int) -> Listener:

@@ -2,7 +2,9 @@
 
 ``Supervisor.handle(event) -> list[Action]`` is the whole interface. The loop (``loop.py``)
 is the only code that forks, reaps, signals, kills, writes sd_notify and exits; it turns
-what it observes into events and executes the actions this module returns.
+what it observes into events and executes the actions this module returns. The events
+and actions are declared in ``events.py`` (and re-exported here), the worker records and
+slots live in ``pool.py``, and the timers and crash accounting in ``policy.py``.
 """
 
 # Theory of operation
@@ -47,6 +49,13 @@ what it observes into events and executes the actions this module returns.
 # An active worker that exits unexpectedly, or is SIGKILLed for heartbeat silence, is a
 # crash charged to the budget. Spending the budget is a graceful stop with exit code 6.
 #
+# Re-exec (USR2): the machine returns ReExec and the loop replaces the program. The new
+# master's machine is built with ``adopted=`` workers: READY ones stay active in their
+# slots as the previous generation, the others are told to stop, and the machine starts
+# in RELOADING with the next generation number, so the hand-over is an ordinary reload
+# (a new generation that cannot start leaves the adopted workers serving). With no READY
+# worker to adopt it is an ordinary first start (STARTING).
+#
 # Reload during a reload: the newest request wins. The generation is bumped again, the
 # unfinished successors are retired and new ones started. Reloading during STARTING
 # restarts the first start with the new generation (still STARTING, no RELOADING=1).
@@ -54,9 +63,11 @@ what it observes into events and executes the actions this module returns.
 # Transition table (anything not listed keeps the state):
 #
 #   state      event                                       new state   notify
+#   (created)  adopted=... with a READY worker (re-exec)   RELOADING   (sent before exec)
 #   STARTING   every slot has an active worker of the gen  RUNNING     READY=1
 #   STARTING   fatal exit code before READY                STOPPING    STOPPING=1 (fast)
 #   RUNNING    HUP / ReloadRequested                       RELOADING   RELOADING=1
+#   any live   USR2 (ReExec; this machine is then gone)    -           RELOADING=1
 #   RELOADING  every slot has an active worker of the gen  RUNNING     READY=1
 #   RELOADING  a new-generation successor failed           RUNNING     READY=1 (abandoned)
 #   any live   TERM/INT; crash budget spent                STOPPING    STOPPING=1
@@ -79,24 +90,43 @@ from __future__ import annotations
 import enum
 import logging
 import signal
-from dataclasses import dataclass
-from typing import TypeAlias, final
+from collections.abc import Iterable
+from typing import final
 
 from corral.lifecycle import FATAL_WORKER_EXITS, ExitCode, WorkerSignal
+from corral.supervisor.events import (
+    Action,
+    AdoptedWorker,
+    ChildExited,
+    Event,
+    Exit,
+    Kill,
+    Log,
+    Notify,
+    ReExec,
+    ReloadRequested,
+    ReopenLogs,
+    SendSignal,
+    SignalReceived,
+    Spawned,
+    SpawnFailed,
+    Tick,
+    WorkerHeartbeat,
+    WorkerInfo,
+    WorkerReady,
+    WorkerRecycleRequested,
+)
 from corral.supervisor.policy import (
     DUMP_GRACE_S,
-    FAST_KILL_S,
     CrashPolicy,
     Slot,
+    SupervisorSettings,
     Worker,
     heartbeat_deadline,
     lifetime_deadline,
-    next_lifetime,
     ready_deadline,
 )
-
-# Re-exported: the settings are part of this module's API.
-from corral.supervisor.policy import SupervisorSettings as SupervisorSettings
+from corral.supervisor.pool import Pool, describe
 
 
 class State(enum.Enum):
@@ -113,152 +143,6 @@ class SupervisorUsageError(RuntimeError):
     """The loop broke the Spawn -> Spawned/SpawnFailed ordering rule."""
 
 
-# Events: what the loop observed. Frozen and slotted: they are values, not mailboxes.
-
-
-@dataclass(frozen=True, slots=True)
-class SignalReceived:
-    signum: int
-
-
-@dataclass(frozen=True, slots=True)
-class ReloadRequested:
-    """A new generation is wanted (HUP after the config was re-read, or the file watcher)."""
-
-    reason: str
-    #: The new worker count, or None to keep the current one.
-    workers: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerReady:
-    pid: int
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerHeartbeat:
-    pid: int
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerRecycleRequested:
-    """The worker (max requests) or the loop (memory sampled) wants the worker replaced."""
-
-    pid: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class ChildExited:
-    """A decoded waitpid status: exactly one of exit_code and signal is set."""
-
-    pid: int
-    exit_code: int | None
-    signal: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Tick:
-    now: float
-
-
-@dataclass(frozen=True, slots=True)
-class Spawned:
-    """The loop forked the worker a Spawn action asked for."""
-
-    slot: int
-    pid: int
-    generation: int
-
-
-@dataclass(frozen=True, slots=True)
-class SpawnFailed:
-    """The loop could not fork the worker a Spawn action asked for (EAGAIN, ENOMEM)."""
-
-    slot: int
-    generation: int
-    error: str
-
-
-Event: TypeAlias = (
-    SignalReceived
-    | ReloadRequested
-    | WorkerReady
-    | WorkerHeartbeat
-    | WorkerRecycleRequested
-    | ChildExited
-    | Tick
-    | Spawned
-    | SpawnFailed
-)
-
-
-# Actions: what the loop must do, in list order.
-
-
-@dataclass(frozen=True, slots=True)
-class Spawn:
-    """Fork a worker for ``slot``, then feed Spawned (or SpawnFailed) before anything else."""
-
-    slot: int
-    generation: int
-
-
-@dataclass(frozen=True, slots=True)
-class SendSignal:
-    pid: int
-    signum: int
-
-
-@dataclass(frozen=True, slots=True)
-class Kill:
-    """SIGKILL ``pid``."""
-
-    pid: int
-
-
-@dataclass(frozen=True, slots=True)
-class Notify:
-    """An sd_notify payload; the loop adds MONOTONIC_USEC where systemd wants it."""
-
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class Log:
-    level: int
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class ReopenLogs:
-    """Reopen the master's own log files (workers get REOPEN_LOGS separately)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReExec:
-    """Re-exec the master in place; the new master starts a fresh Supervisor."""
-
-
-@dataclass(frozen=True, slots=True)
-class Exit:
-    code: int
-
-
-Action: TypeAlias = Spawn | SendSignal | Kill | Notify | Log | ReopenLogs | ReExec | Exit
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerInfo:
-    """A read-only view of one worker process, for status pages and the control socket."""
-
-    slot: int
-    generation: int
-    ready: bool
-    spawned_at: float
-    stopping: bool
-
-
 def _signame(signum: int) -> str:
     try:
         return signal.Signals(signum).name
@@ -270,7 +154,13 @@ def _signame(signum: int) -> str:
 class Supervisor:
     """The master's state machine. Create it, call ``start()``, then ``handle`` each event."""
 
-    def __init__(self, settings: SupervisorSettings, *, now: float) -> None:
+    def __init__(
+        self,
+        settings: SupervisorSettings,
+        *,
+        now: float,
+        adopted: Iterable[AdoptedWorker] = (),
+    ) -> None:
         self.settings = settings
         self._now = now
         self._state = State.STARTING
@@ -279,13 +169,26 @@ class Supervisor:
         # fully READY (restored when a reload is abandoned); _last_generation only grows,
         # so a generation number is never reused.
         self._generation = self._stable_generation = self._last_generation = 1
-        self._slots: dict[int, Slot] = {}
-        self._procs: dict[int, Worker] = {}
-        self._spawns_in_flight = 0
+        self._pool = Pool(settings)
         self._policy = CrashPolicy(settings)
         self._exit_code = ExitCode.OK
         self._fast = False
         self._status = ""
+        self._pending = self._adopt(list(adopted))
+
+    def _adopt(self, adopted: list[AdoptedWorker]) -> list[Action]:
+        if not adopted:
+            return []
+        actions = self._pool.adopt(adopted, self._now)
+        self._last_generation = max(w.generation for w in adopted) + 1
+        self._generation = self._last_generation
+        serving = [s.active.generation for s in self._pool.slots.values() if s.active]
+        if serving:
+            # An ordinary reload from here on: abandoning it keeps the adopted workers.
+            self._state = State.RELOADING
+            self._stable_generation = min(serving)
+        message = f"re-executed: adopted {len(serving)} serving worker(s)"
+        return [Log(logging.INFO, message), *actions]
 
     @property
     def state(self) -> State:
@@ -293,14 +196,12 @@ class Supervisor:
 
     def workers(self) -> dict[int, WorkerInfo]:
         """Every worker process not yet reaped, by pid."""
-        return {
-            pid: WorkerInfo(w.slot, w.generation, w.ready_at is not None, w.spawned_at, w.stopping)
-            for pid, w in self._procs.items()
-        }
+        return self._pool.info()
 
     def start(self) -> list[Action]:
-        """Return the Spawn actions of the first generation. Call once, before ``handle``."""
-        return self._finish([])
+        """Return the first actions (Spawns of the first generation). Call once, first."""
+        actions, self._pending = self._pending, []
+        return self._finish(actions)
 
     def handle(self, event: Event) -> list[Action]:
         """Feed one event; return the actions to execute, in order.
@@ -312,15 +213,16 @@ class Supervisor:
         if self._state is State.EXITED:
             return []
         answer = isinstance(event, (Spawned, SpawnFailed))
-        if answer != bool(self._spawns_in_flight):
-            raise SupervisorUsageError(f"{event!r} with {self._spawns_in_flight} Spawn(s) pending")
+        if answer != bool(self._pool.spawns_in_flight):
+            pending = self._pool.spawns_in_flight
+            raise SupervisorUsageError(f"{event!r} with {pending} Spawn(s) pending")
         if isinstance(event, Tick):
             self._now = max(self._now, event.now)
             actions = self._on_tick()
         elif isinstance(event, SignalReceived):
             actions = self._on_signal(event.signum)
         elif isinstance(event, ReloadRequested):
-            actions = self._reload(event.reason, event.workers)
+            actions = self._reload(event.reason, event.workers, event.settings)
         elif isinstance(event, (WorkerReady, WorkerHeartbeat)):
             actions = self._on_ready(event.pid, isinstance(event, WorkerReady))
         elif isinstance(event, WorkerRecycleRequested):
@@ -339,21 +241,11 @@ class Supervisor:
         """The earliest time at which a Tick would return actions, or None if none would."""
         if self._state is State.EXITED:
             return None
-        times = [w.kill_at for w in self._procs.values() if w.kill_at is not None]
-        if self._state is not State.STOPPING:
-            for slot_id, slot in self._slots.items():
-                if slot.successor is not None:
-                    times.append(ready_deadline(slot.successor, self.settings))
-                if self._wants_spawn(slot_id, slot):
-                    times.append(slot.not_before)
-                beat = (
-                    None if slot.active is None else heartbeat_deadline(slot.active, self.settings)
-                )
-                if beat is not None:
-                    times.append(beat)
-            oldest = self._next_lifetime()
-            if oldest is not None:
-                times.append(lifetime_deadline(oldest, self.settings))
+        live = self._state is not State.STOPPING
+        times = self._pool.deadlines(self._target, self._generation, live=live)
+        oldest = self._next_lifetime()
+        if oldest is not None:
+            times.append(lifetime_deadline(oldest, self.settings))
         return min(times, default=None)
 
     # -- event handlers -------------------------------------------------------------------
@@ -366,7 +258,7 @@ class Supervisor:
         if signum == signal.SIGQUIT:
             return self._stop(f"{name}: fast stop", fast=True)
         if signum == signal.SIGUSR1:
-            reopen = [SendSignal(pid, WorkerSignal.REOPEN_LOGS) for pid in self._procs]
+            reopen = [SendSignal(pid, WorkerSignal.REOPEN_LOGS) for pid in self._pool.procs]
             return [ReopenLogs(), *reopen]
         if self._state is State.STOPPING:
             return [Log(logging.INFO, f"{name} ignored while stopping")]
@@ -383,12 +275,23 @@ class Supervisor:
             self._stable_target = max(1, self._stable_target - 1)
             return [Log(logging.INFO, f"{name}: {self._target} workers")]
         if signum == signal.SIGUSR2:
-            return [Log(logging.INFO, f"{name}: re-executing the master"), ReExec()]
+            # systemd (Type=notify-reload) hears READY=1 from the new master once its
+            # first generation serves.
+            return [
+                Log(logging.INFO, f"{name}: re-executing the master"),
+                Notify("RELOADING=1"),
+                ReExec(),
+            ]
         return [Log(logging.DEBUG, f"{name} ignored")]
 
-    def _reload(self, reason: str, workers: int | None) -> list[Action]:
+    def _reload(
+        self, reason: str, workers: int | None, settings: SupervisorSettings | None = None
+    ) -> list[Action]:
         if self._state is State.STOPPING:
             return [Log(logging.INFO, f"reload ({reason}) ignored while stopping")]
+        if settings is not None:
+            # New timeouts apply at once, to old workers too (deadlines read settings).
+            self.settings = self._pool.settings = self._policy.settings = settings
         self._last_generation += 1
         self._generation = self._last_generation
         if workers is not None:
@@ -406,7 +309,7 @@ class Supervisor:
         return actions
 
     def _on_ready(self, pid: int, ready: bool) -> list[Action]:
-        worker = self._procs.get(pid)
+        worker = self._pool.procs.get(pid)
         # A stopping worker's news is irrelevant: it is going away whatever it says.
         if worker is None or worker.stopping:
             return []
@@ -417,26 +320,27 @@ class Supervisor:
         # Not stopping and not READY yet: by the slot invariant it is its slot's successor.
         worker.ready_at = self._now
         self._policy.note_ready(worker.slot, self._now)
-        slot = self._slots[worker.slot]
+        slot = self._pool.slots[worker.slot]
         old, slot.active, slot.successor = slot.active, worker, None
         took = self._now - worker.spawned_at
-        actions: list[Action] = [Log(logging.INFO, f"{self._name(worker)} READY after {took:.1f}s")]
+        actions: list[Action] = [Log(logging.INFO, f"{describe(worker)} READY after {took:.2f}s")]
         if old is not None:
             why = old.recycle_reason or f"replaced by generation {worker.generation}"
-            actions.append(Log(logging.INFO, f"retiring {self._name(old)}: {why}"))
-            actions.append(self._tell_stop(old, WorkerSignal.RETIRE))
+            actions.append(Log(logging.INFO, f"retiring {describe(old)}: {why}"))
+            actions.append(self._pool.tell_stop(old, WorkerSignal.RETIRE, self._now))
         return actions
 
     def _on_recycle(self, pid: int, reason: str) -> list[Action]:
-        worker = self._procs.get(pid)
+        worker = self._pool.procs.get(pid)
         if worker is None or worker.stopping or worker.ready_at is None:
             return []
-        if worker.recycle_reason is None:
-            worker.recycle_reason = reason
-        return [Log(logging.INFO, f"{self._name(worker)} will be replaced: {reason}")]
+        if worker.recycle_reason is not None:
+            return []  # asked already (memory is sampled every second)
+        worker.recycle_reason = reason
+        return [Log(logging.INFO, f"{describe(worker)} will be replaced: {reason}")]
 
     def _on_exit(self, event: ChildExited) -> list[Action]:
-        worker = self._procs.pop(event.pid, None)
+        worker = self._pool.procs.pop(event.pid, None)
         if worker is None:
             # Not ours: as PID 1 we reap orphans reparented to us too.
             return []
@@ -445,28 +349,28 @@ class Supervisor:
         else:
             how = f"exit code {event.exit_code}"
         if worker.stopping:
-            return [Log(logging.INFO, f"{self._name(worker)} exited ({how})")]
-        slot = self._slots[worker.slot]
+            return [Log(logging.INFO, f"{describe(worker)} exited ({how})")]
+        slot = self._pool.slots[worker.slot]
         if slot.successor is worker:
             slot.successor = None
             return self._successor_failed(
                 worker.slot, worker.generation, f"exited before READY ({how})", event.exit_code
             )
         slot.active = None
-        return self._crash(worker.slot, f"{self._name(worker)} exited unexpectedly ({how})")
+        return self._crash(worker.slot, f"{describe(worker)} exited unexpectedly ({how})")
 
     def _on_spawned(self, event: Spawned) -> list[Action]:
-        self._spawns_in_flight -= 1
-        worker = Worker(event.pid, event.slot, event.generation, self._now, self._now)
-        self._procs[event.pid] = worker
+        self._pool.spawns_in_flight -= 1
+        worker = self._pool.add(event.pid, event.slot, event.generation, self._now)
         if self._state is State.STOPPING:
             # Forked after the stop began (the Spawn was already in the loop's queue).
-            return [self._tell_stop(worker, WorkerSignal.QUIT if self._fast else WorkerSignal.STOP)]
+            signum = WorkerSignal.QUIT if self._fast else WorkerSignal.STOP
+            return [self._pool.tell_stop(worker, signum, self._now)]
         self._claim(event.slot, event.generation).successor = worker
-        return [Log(logging.DEBUG, f"spawned {self._name(worker)}")]
+        return [Log(logging.DEBUG, f"spawned {describe(worker)}")]
 
     def _on_spawn_failed(self, event: SpawnFailed) -> list[Action]:
-        self._spawns_in_flight -= 1
+        self._pool.spawns_in_flight -= 1
         if self._state is State.STOPPING:
             return [Log(logging.WARNING, f"could not spawn worker: {event.error}")]
         self._claim(event.slot, event.generation)
@@ -474,13 +378,8 @@ class Supervisor:
         return self._successor_failed(event.slot, event.generation, why, None)
 
     def _on_tick(self) -> list[Action]:
-        actions: list[Action] = []
-        for worker in self._procs.values():
-            if worker.kill_at is not None and self._now >= worker.kill_at:
-                worker.kill_at = None
-                message = f"{self._name(worker)} did not exit in time: SIGKILL"
-                actions += [Log(logging.WARNING, message), Kill(worker.pid)]
-        for slot_id, slot in list(self._slots.items()):
+        actions = self._pool.kill_overdue(self._now)
+        for slot_id, slot in list(self._pool.slots.items()):
             if self._state is State.STOPPING:
                 # The crash budget ran out in an earlier slot: the stop owns everything now.
                 break
@@ -488,7 +387,7 @@ class Supervisor:
         oldest = self._next_lifetime()
         if oldest is not None and self._now >= lifetime_deadline(oldest, self.settings):
             oldest.recycle_reason = "max lifetime reached"
-            actions.append(Log(logging.INFO, f"{self._name(oldest)} reached its max lifetime"))
+            actions.append(Log(logging.INFO, f"{describe(oldest)} reached its max lifetime"))
         return actions
 
     # -- helpers ----------------------------------------------------------------------------
@@ -515,15 +414,17 @@ class Supervisor:
         if old.dumped_at is None:
             old.dumped_at = self._now
             message = (
-                f"{self._name(old)} sent no heartbeat for {self._now - old.last_beat:.1f}s:"
+                f"{describe(old)} sent no heartbeat for {self._now - old.last_beat:.1f}s:"
                 f" dumping its stack, SIGKILL in {DUMP_GRACE_S}s"
             )
             actions += [Log(logging.WARNING, message), SendSignal(old.pid, WorkerSignal.DUMP_STACK)]
         else:
             slot.active = None
             old.stopping = True  # SIGKILLed right away: no kill deadline
+            silent = self._now - old.last_beat
             actions.append(Kill(old.pid))
-            actions += self._crash(slot_id, f"{self._name(old)} hung: SIGKILLed")
+            what = f"{describe(old)} hung (no heartbeat for {silent:.1f}s): SIGKILLed"
+            actions += self._crash(slot_id, what)
         return actions
 
     def _successor_failed(
@@ -538,7 +439,7 @@ class Supervisor:
             self._generation, self._target = self._stable_generation, self._stable_target
             message = f"{what}: reload abandoned, generation {self._generation} keeps serving"
             return [Log(logging.ERROR, message), Notify("READY=1")]
-        return self._crash(slot_id, what, counts=self._slots[slot_id].active is None)
+        return self._crash(slot_id, what, counts=self._pool.slots[slot_id].active is None)
 
     def _crash(self, slot_id: int, what: str, *, counts: bool = True) -> list[Action]:
         delay_s = self._policy.record(slot_id, self._now, counts=counts)
@@ -547,7 +448,7 @@ class Supervisor:
             return self._stop(
                 f"{what}; crash budget ({budget}) spent", fast=False, code=ExitCode.CRASH_BUDGET
             )
-        self._slots[slot_id].not_before = self._now + delay_s
+        self._pool.slots[slot_id].not_before = self._now + delay_s
         return [Log(logging.WARNING, f"{what}; next worker for slot {slot_id} in {delay_s:.1f}s")]
 
     def _stop(self, why: str, *, fast: bool, code: ExitCode = ExitCode.OK) -> list[Action]:
@@ -555,100 +456,57 @@ class Supervisor:
         if self._state is not State.STOPPING:
             self._state = State.STOPPING
             self._exit_code = code
-            self._slots.clear()
+            self._pool.slots.clear()
             actions.append(Notify("STOPPING=1"))
         self._fast = self._fast or fast
-        for worker in self._procs.values():
-            if worker.stopping and worker.kill_at is None:
-                continue  # already SIGKILLed
-            if fast:
-                actions.append(self._tell_stop(worker, WorkerSignal.QUIT))
-            elif not worker.stopping:
-                actions.append(self._tell_stop(worker, WorkerSignal.STOP))
-        return actions
-
-    def _tell_stop(self, worker: Worker, signum: int) -> SendSignal:
-        """Detached ``worker`` must exit: signal it and arm its SIGKILL deadline."""
-        fast = signum == WorkerSignal.QUIT
-        deadline = self._now + (FAST_KILL_S if fast else self.settings.graceful_timeout_s)
-        worker.stopping = True
-        worker.kill_at = deadline if worker.kill_at is None else min(worker.kill_at, deadline)
-        return SendSignal(worker.pid, signum)
+        return actions + self._pool.stop_all(fast=fast, now=self._now)
 
     def _claim(self, slot_id: int, generation: int) -> Slot:
-        slot = self._slots.get(slot_id)
-        if slot is None or slot.spawning != generation:
+        slot = self._pool.claim(slot_id, generation)
+        if slot is None:
             raise SupervisorUsageError(f"no Spawn({slot_id}, {generation}) is pending")
-        slot.spawning = None
         return slot
-
-    def _wants_spawn(self, slot_id: int, slot: Slot) -> bool:
-        """Whether the slot needs a successor and nothing is already starting for it."""
-        if slot_id >= self._target or slot.successor is not None or slot.spawning is not None:
-            return False
-        old = slot.active
-        return old is None or old.generation < self._generation or old.recycle_reason is not None
 
     def _next_lifetime(self) -> Worker | None:
         """The worker whose max lifetime replacement comes next (only while RUNNING)."""
         if self._state is not State.RUNNING:
             return None
-        return next_lifetime(self._slots.values(), self.settings)
+        return self._pool.next_lifetime()
 
     def _reconcile(self) -> list[Action]:
         """Move the slots towards the target: the replacement primitive lives here."""
+        target, generation = self._target, self._generation
         actions: list[Action] = []
-        in_range = [self._slots.setdefault(i, Slot()) for i in range(self._target)]
-        if self._state is not State.RUNNING and all(
-            s.active is not None and s.active.generation >= self._generation and s.successor is None
-            for s in in_range
-        ):
+        for i in range(target):
+            self._pool.slots.setdefault(i, Slot())
+        if self._state is not State.RUNNING and self._pool.settled(target, generation):
             self._state = State.RUNNING
-            self._stable_generation, self._stable_target = self._generation, self._target
-            message = f"generation {self._generation} READY: {self._target} workers"
+            self._stable_generation, self._stable_target = generation, target
+            message = f"generation {generation} READY: {target} workers"
             actions += [Log(logging.INFO, message), Notify("READY=1")]
-        for slot_id, slot in sorted(self._slots.items()):
-            new = slot.successor
-            if new is not None and (slot_id >= self._target or new.generation != self._generation):
-                slot.successor = None
-                actions.append(self._tell_stop(new, WorkerSignal.RETIRE))
-            # Extra slots keep serving until a reload is over: capacity never drops mid-swap.
-            old = slot.active
-            if old is not None and slot_id >= self._target and self._state is not State.RELOADING:
-                slot.active = None
-                actions.append(Log(logging.INFO, f"retiring {self._name(old)}: fewer workers"))
-                actions.append(self._tell_stop(old, WorkerSignal.RETIRE))
-            if slot_id >= self._target and slot.idle():
-                del self._slots[slot_id]
-                self._policy.forget(slot_id)
-            elif self._wants_spawn(slot_id, slot) and self._now >= slot.not_before:
-                slot.spawning = self._generation
-                self._spawns_in_flight += 1
-                actions.append(Spawn(slot_id, self._generation))
-        return actions
+        # Extra slots keep serving until a reload is over: capacity never drops mid-swap.
+        shrink = self._state is not State.RELOADING
+        more, removed = self._pool.reconcile(target, generation, shrink=shrink, now=self._now)
+        for slot_id in removed:
+            self._policy.forget(slot_id)
+        return actions + more
 
     def _finish(self, actions: list[Action]) -> list[Action]:
         """Common tail of every event: reconcile, exit when done, report status changes."""
+        pool = self._pool
         if self._state in (State.STARTING, State.RUNNING, State.RELOADING):
             actions += self._reconcile()
-        elif not self._procs and not self._spawns_in_flight:
+        elif not pool.procs and not pool.spawns_in_flight:
             self._state = State.EXITED
             code = self._exit_code
             return [*actions, Log(logging.INFO, f"all workers gone: exit {code}"), Exit(code)]
         if self._state is State.STOPPING:
-            status = f"STATUS=stopping, {len(self._procs)} workers left"
+            status = f"STATUS=stopping, {len(pool.procs)} workers left"
         else:
             # Count the workers that are what the server should be: in range, current generation.
-            ready = sum(
-                s.active is not None and s.active.generation >= self._generation
-                for i, s in self._slots.items()
-                if i < self._target
-            )
+            ready = pool.current(self._target, self._generation)
             status = f"STATUS={ready}/{self._target} workers ready, generation {self._generation}"
         if status != self._status:
             self._status = status
             actions.append(Notify(status))
         return actions
-
-    def _name(self, worker: Worker) -> str:
-        return f"worker {worker.pid} (slot {worker.slot}, generation {worker.generation})"

@@ -9,6 +9,13 @@ Signals (see :class:`corral.lifecycle.WorkerSignal`): TERM and INT drain with
 WebSocket close 1001; HUP drains with 1012 (the master is replacing this worker); a
 second INT, or QUIT, stops at once; USR1 reopens log files; USR2 dumps every thread's
 stack (faulthandler, so it works while the loop is blocked).
+
+The drain: stop accepting (the listening sockets stay open in the master and the other
+workers, so nothing queued is lost), close idle keep-alive connections, answer in-flight
+requests with ``Connection: close``, close WebSockets with the drain's code, and wait
+until the last connection is gone or ``--graceful-timeout`` has passed. Whatever is left
+then is aborted and its tasks cancelled; lifespan shutdown runs last and the worker
+exits 0.
 """
 
 from __future__ import annotations
@@ -16,13 +23,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import faulthandler
+import importlib
 import logging
 import os
 import random
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import final
 
 from corral.config import Config
@@ -43,6 +53,15 @@ HEARTBEAT_INTERVAL_S = 1.0
 CLOSE_GOING_AWAY = 1001
 CLOSE_SERVICE_RESTART = 1012
 
+#: How long a drain lets just-accepted connections deliver their first request before it
+#: closes idle connections. Locally that takes microseconds; 100 ms also covers a busy
+#: event loop and a client that connects and writes in two steps.
+DRAIN_SETTLE_S = 0.1
+
+#: How long cancelled tasks get to finish after the drain deadline, before lifespan
+#: shutdown runs anyway. A task that ignores cancellation must not hold the exit.
+CANCEL_WAIT_S = 1.0
+
 
 @final
 @dataclass(frozen=True, slots=True)
@@ -62,45 +81,57 @@ def _set_pdeathsig() -> None:
     """Die with the master (Linux); elsewhere the sweep checks the parent pid."""
     if not sys.platform.startswith("linux"):
         return
-    import ctypes  # noqa: PLC0415 - only needed here, once
+    import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
     pr_set_pdeathsig = 1
     libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
 
 
-def _set_title(text: str) -> None:
+def _optional(module: str) -> ModuleType | None:
+    """Import an optional extra (setproctitle, uvloop), or None if it is not installed."""
     try:
-        import setproctitle  # noqa: PLC0415 - optional extra
+        return importlib.import_module(module)
     except ImportError:
-        return
-    setproctitle.setproctitle(text)
+        return None
+
+
+def set_process_title(text: str) -> None:
+    """Show ``text`` in ps and top when setproctitle (the speedups extra) is installed."""
+    module = _optional("setproctitle")
+    if module is not None:
+        module.setproctitle(text)
 
 
 def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
     """The event loop ``--loop`` asks for (uvloop when installed and not refused)."""
     if choice in ("auto", "uvloop"):
-        try:
-            import uvloop  # noqa: PLC0415 - optional extra
-        except ImportError:
-            if choice == "uvloop":
-                logger.warning("--loop uvloop: uvloop is not installed; using asyncio")
-        else:
+        uvloop = _optional("uvloop")
+        if uvloop is not None:
             loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
             return loop
+        if choice == "uvloop":
+            logger.warning("--loop uvloop: uvloop is not installed; using asyncio")
     return asyncio.new_event_loop()
 
 
 def run_worker(config: Config, listeners: list[socket.socket], ctx: WorkerContext) -> int:
     """Serve until told to stop; return the process exit code. Call in the child."""
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+    # The master's handlers only feed its own queue; the ones that mean something here
+    # are installed on the event loop below.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD):
         signal.signal(signum, signal.SIG_DFL)
+    # TTIN/TTOU are for the master; sent to the whole process group they must not stop us.
+    for signum in (signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(signum, signal.SIG_IGN)
     with contextlib.suppress(ValueError):
         signal.set_wakeup_fd(-1)
     if ctx.master_pid:
         _set_pdeathsig()
+        if os.getppid() != ctx.master_pid:
+            return ExitCode.OK  # the master died before PDEATHSIG was armed
     faulthandler.register(WorkerSignal.DUMP_STACK, all_threads=True)
-    _set_title(f"corral worker {ctx.slot} [{config.app}]")
+    set_process_title(f"corral worker {ctx.slot} [{config.app}]")
     if ctx.pipe_fd >= 0:
         os.set_blocking(ctx.pipe_fd, False)
     loop = new_event_loop(config.loop)
@@ -131,6 +162,8 @@ class Worker:
         self.loop = loop
         self.server: WorkerServer | None = None
         self._stop = asyncio.Event()
+        #: Set whenever the last connection closes; the drain waits on it.
+        self._idle = asyncio.Event()
         self._stopping_code = 0  # WebSocket close code of the drain, once stopping
         self._force = False
         self._last_heartbeat = 0.0
@@ -168,21 +201,24 @@ class Worker:
             await lifespan.shutdown()
             return ExitCode.OK
         server = self.server = WorkerServer(
-            config, app, lifespan.state, self.loop, on_request=self._on_request,
+            config,
+            app,
+            lifespan.state,
+            self.loop,
+            on_request=self._on_request,
         )
-        servers = []
-        for sock in self.listeners:
-            servers.append(
-                await self.loop.create_server(
-                    lambda: HTTPConnection(server), sock=sock, backlog=config.backlog
-                )
+        server.connections = _ConnectionSet(self._idle.set)
+        servers = [
+            await self.loop.create_server(
+                lambda: HTTPConnection(server), sock=sock, backlog=config.backlog
             )
+            for sock in self.listeners
+        ]
         self.tell_master(WorkerMessage.READY)
         self._last_heartbeat = self.loop.time()
         sweeper = self.loop.call_later(SWEEP_INTERVAL_S, self._sweep)
         await self._stop.wait()
-        for srv in servers:
-            srv.close()
+        await self._stop_accepting(servers)
         await self._drain(server, keep=lifespan.task)
         sweeper.cancel()
         await lifespan.shutdown()
@@ -241,12 +277,49 @@ class Worker:
                 self._handle_stop(CLOSE_GOING_AWAY)
         self.loop.call_later(SWEEP_INTERVAL_S, self._sweep)
 
+    async def _stop_accepting(self, servers: list[asyncio.Server]) -> None:
+        """Stop accepting without dropping connections accepted a moment ago.
+
+        ``asyncio.Server.close()`` drops a connection accepted in the loop iteration before
+        it: the transport, created one iteration later, cannot attach to a closed server
+        (an assertion, swallowed) and the socket is closed unread, so the client sees a
+        reset (python/cpython#109564). So first stop watching the listening sockets, give
+        the connections already accepted DRAIN_SETTLE_S to become protocols and deliver
+        their first request (begin_drain would close them as idle otherwise), then close.
+        Nothing queued is lost: the sockets stay open in the master and the other workers.
+        """
+        for sock in self.listeners:
+            # False (not an error) where the loop does not accept through a reader (uvloop).
+            self.loop.remove_reader(sock.fileno())
+        if not self._force:
+            await asyncio.sleep(DRAIN_SETTLE_S)
+        for srv in servers:
+            srv.close()
+
     async def _drain(self, server: WorkerServer, keep: asyncio.Task[None] | None) -> None:
-        """Finish in-flight work within the graceful timeout, then cut what is left."""
-        server.begin_drain(self._stopping_code)
+        """Finish in-flight work within the graceful timeout, then cut what is left.
+
+        Resource handling: on return no connection is open and every task but the
+        caller's and ``keep`` (lifespan) has been cancelled and given CANCEL_WAIT_S.
+        """
         deadline = self.loop.time() + self.config.graceful_timeout
-        while server.connections and not self._force and self.loop.time() < deadline:
-            await asyncio.sleep(min(0.05, max(0.0, deadline - self.loop.time())))
+        server.begin_drain(self._stopping_code)
+        while server.connections and not self._force:
+            remaining = deadline - self.loop.time()
+            if remaining <= 0:
+                break
+            # No await between clear() and the check above: a close cannot be missed.
+            self._idle.clear()
+            try:
+                await asyncio.wait_for(self._idle.wait(), remaining)
+            except asyncio.TimeoutError:
+                break
+        if server.connections:
+            logger.warning(
+                "worker %d: %d connection(s) still open after the graceful timeout; closing",
+                self.ctx.slot,
+                len(server.connections),
+            )
         for conn in list(server.connections):
             conn.abort()
         current = asyncio.current_task()
@@ -254,4 +327,21 @@ class Worker:
         for task in tasks:
             task.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=1.0)
+            await asyncio.wait(tasks, timeout=CANCEL_WAIT_S)
+
+
+class _ConnectionSet(set[HTTPConnection]):
+    """``WorkerServer.connections`` that calls ``on_empty`` when the last one leaves.
+
+    Connections add and discard themselves (connection_made / connection_lost), so this
+    is the one place that sees the last close; the drain waits on it instead of polling.
+    """
+
+    def __init__(self, on_empty: Callable[[], None]) -> None:
+        super().__init__()
+        self._on_empty = on_empty
+
+    def discard(self, conn: object) -> None:
+        super().discard(conn)
+        if not self:
+            self._on_empty()

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from corral.lifecycle import ExitCode, WorkerSignal
-from corral.supervisor.policy import CrashPolicy
-from corral.supervisor.state import (
+from corral.supervisor.events import (
     Action,
+    AdoptedWorker,
     ChildExited,
     Event,
     Exit,
@@ -32,16 +32,14 @@ from corral.supervisor.state import (
     Spawn,
     Spawned,
     SpawnFailed,
-    State,
-    Supervisor,
-    SupervisorSettings,
-    SupervisorUsageError,
     Tick,
     WorkerHeartbeat,
     WorkerInfo,
     WorkerReady,
     WorkerRecycleRequested,
 )
+from corral.supervisor.policy import CrashPolicy, SupervisorSettings
+from corral.supervisor.state import State, Supervisor, SupervisorUsageError
 
 SETTINGS = SupervisorSettings(
     workers=2,
@@ -61,8 +59,10 @@ STOP, RETIRE, QUIT = WorkerSignal.STOP, WorkerSignal.RETIRE, WorkerSignal.QUIT
 class Loop:
     """Feeds events and answers Spawns like the real loop; keeps the machine in ``sup``."""
 
-    def __init__(self, *, failing_spawns: int = 0, **changes: Any) -> None:
-        self.sup = Supervisor(replace(SETTINGS, **changes), now=0.0)
+    def __init__(
+        self, *, failing_spawns: int = 0, adopted: tuple[AdoptedWorker, ...] = (), **changes: Any
+    ) -> None:
+        self.sup = Supervisor(replace(SETTINGS, **changes), now=0.0, adopted=adopted)
         self.next_pid = 100
         #: How many of the next Spawns fail (answered with SpawnFailed).
         self.failing_spawns = failing_spawns
@@ -863,3 +863,82 @@ def test_backoff_exponent_is_capped() -> None:
     assert delays[-1] == SETTINGS.backoff_max_s
     policy.forget(0)
     assert policy.record(0, 0.0) == SETTINGS.backoff_base_s
+
+
+def test_repeated_recycle_requests_are_logged_once() -> None:
+    """Memory is sampled every second: only the first request of a worker counts."""
+    loop = booted()
+    first = loop.feed(WorkerRecycleRequested(100, "resident memory 900 MiB"))
+    assert logs(first, logging.INFO) == [
+        "worker 100 (slot 0, generation 1) will be replaced: resident memory 900 MiB"
+    ]
+    again = loop.feed(WorkerRecycleRequested(100, "resident memory 901 MiB"))
+    assert again == []
+
+
+def test_reload_with_settings_applies_them() -> None:
+    """A re-read config's settings take effect with the reload (here: graceful timeout)."""
+    loop = booted(worker_timeout_s=None)
+    new = replace(SETTINGS, worker_timeout_s=None, graceful_timeout_s=5.0)
+    loop.feed(ReloadRequested("SIGHUP", 2, new))
+    loop.ready(102, 103)
+    assert loop.sup.next_deadline() == 5.0
+    assert kills(loop.tick(5.0)) == [100, 101]
+
+
+# -- re-exec: adopting the previous master's workers --------------------------------------
+
+ADOPTED = (
+    AdoptedWorker(pid=50, slot=0, generation=3, ready=True),
+    AdoptedWorker(pid=51, slot=1, generation=3, ready=True),
+    AdoptedWorker(pid=52, slot=1, generation=4, ready=False),  # a successor, not READY
+)
+
+
+def test_adopted_workers_serve_until_the_next_generation_is_ready() -> None:
+    """Re-exec: READY workers stay active; the rest are retired; generation 4+1 starts."""
+    loop = Loop(adopted=ADOPTED)
+    started = loop.started
+    assert loop.state() is State.RELOADING
+    assert sent(started) == [(52, RETIRE)]
+    assert spawns(started) == [(0, 5), (1, 5)]
+    assert loop.serving() == [50, 51]
+    assert sent(loop.ready(100)) == [(50, RETIRE)]
+    done = loop.ready(101)
+    assert sent(done) == [(51, RETIRE)]
+    assert notes(done) == ["READY=1"]
+    assert loop.state() is State.RUNNING
+
+
+def test_adopted_workers_keep_serving_when_the_new_code_fails() -> None:
+    """A first generation that cannot import after re-exec: the adopted ones serve on."""
+    loop = Loop(adopted=ADOPTED[:2])
+    failed = loop.exit(100, code=ExitCode.APP_IMPORT)
+    assert exits(failed) == []
+    assert notes(failed) == ["READY=1"]
+    assert any("reload abandoned, generation 3" in m for m in logs(failed, logging.ERROR))
+    assert sent(failed) == [(101, RETIRE)]  # the other new worker is obsolete now
+    assert loop.state() is State.RUNNING
+    assert loop.ready(101) == []
+    assert loop.serving() == [50, 51]
+
+
+def test_adopted_extra_slots_are_retired_after_the_swap() -> None:
+    """More adopted workers than the configured count: the extra slot goes after READY."""
+    loop = Loop(adopted=ADOPTED[:2], workers=1)
+    assert spawns(loop.started) == [(0, 4)]
+    done = loop.ready(100)
+    assert sent(done) == [(50, RETIRE), (51, RETIRE)]
+    assert loop.serving() == [100]
+
+
+def test_nothing_ready_to_adopt_is_a_first_start() -> None:
+    """Only unready workers handed over: they are stopped and the start is ordinary."""
+    loop = Loop(adopted=(AdoptedWorker(pid=52, slot=0, generation=4, ready=False),))
+    assert loop.state() is State.STARTING
+    assert sent(loop.started) == [(52, RETIRE)]
+    assert spawns(loop.started) == [(0, 5), (1, 5)]
+    stopping = loop.exit(100, code=ExitCode.APP_IMPORT)
+    assert sorted(sent(stopping)) == [(52, QUIT), (101, QUIT)]  # fatal at first start
+    loop.exit(52)
+    assert exits(loop.exit(101)) == [ExitCode.APP_IMPORT]
