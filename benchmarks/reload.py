@@ -124,7 +124,7 @@ def main() -> None:
     )
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in [("scenario", "figure", "value"), *rows]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)))
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
 
 
 if __name__ == "__main__":
