@@ -37,7 +37,6 @@ import enum
 import logging
 import socket
 from typing import TYPE_CHECKING, Any, cast, final
-from urllib.parse import unquote
 
 import h11
 
@@ -49,7 +48,6 @@ from corral.protocol.http import (
     simple_response,
 )
 from corral.workers.cycle import CycleState, RequestCycle
-from corral.workers.types import ASGI_WWW
 
 if TYPE_CHECKING:
     from corral.workers.server import WorkerServer
@@ -239,32 +237,7 @@ class HTTPConnection(asyncio.Protocol):
         server = self.server
         if not self.write_paused:
             self.clear_deadline()
-        raw_path, _, query = request.target.partition(b"?")
-        if raw_path[:1] != b"/" and b"://" in raw_path:
-            # absolute-form (RFC 9112 section 3.2.2): serve the path part.
-            rest = raw_path.split(b"://", 1)[1]
-            slash = rest.find(b"/")
-            raw_path = rest[slash:] if slash >= 0 else b"/"
-        path = raw_path.decode("ascii")  # h11 admits only visible ASCII in a target
-        if "%" in path:
-            path = unquote(path)
-        root_path = server.root_path
-        scope = {
-            "type": "http",
-            "asgi": ASGI_WWW,
-            "http_version": "1.1" if request.http_version == b"1.1" else "1.0",
-            "server": self.server_addr,
-            "client": self.client,
-            "scheme": server.scheme,
-            "method": request.method.decode("ascii"),
-            "root_path": root_path,
-            "path": root_path + path if root_path else path,
-            "raw_path": raw_path,
-            "query_string": query,
-            "headers": list(request.headers),
-            "state": server.lifespan_state.copy(),
-        }
-        cycle = self.cycle = RequestCycle(self, scope, request)
+        cycle = self.cycle = RequestCycle(self, request)
         if server.admit():
             server.run_cycle(cycle)
         else:
@@ -289,28 +262,6 @@ class HTTPConnection(asyncio.Protocol):
         self.send_error(event.status, cycle)
 
     # -- called by the cycle -----------------------------------------------------------------
-
-    def response_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        """The app's headers, less Transfer-Encoding, plus the defaults it did not set.
-
-        The defaults are Date, Server and ``--header``. The framing is the server's
-        (ASGI: the server ignores any Transfer-Encoding the app sets).
-        """
-        server = self.server
-        special = server.special_names
-        for name, _ in headers:
-            if name.lower() in special:
-                # Rare: the app set a default header or Transfer-Encoding itself.
-                given = {name.lower() for name, _ in headers}
-                if b"transfer-encoding" in given:
-                    headers = [h for h in headers if h[0].lower() != b"transfer-encoding"]
-                headers.extend(h for h in server.default_headers if h[0] not in given)
-                break
-        else:
-            headers.extend(server.default_headers)
-        if server.draining:
-            headers.append((b"connection", b"close"))
-        return headers
 
     def send_continue(self) -> None:
         self.core.send_continue()

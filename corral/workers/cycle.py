@@ -27,11 +27,12 @@ import asyncio
 import enum
 import logging
 from typing import TYPE_CHECKING, Any, final
+from urllib.parse import unquote
 
 import h11
 
 from corral.protocol.http import LocalProtocolError
-from corral.workers.types import ASGIApp, ClientDisconnected, Message
+from corral.workers.types import ASGI_WWW, ASGIApp, ClientDisconnected, Message
 
 if TYPE_CHECKING:
     from corral.workers.connection import HTTPConnection
@@ -49,6 +50,37 @@ class CycleState(enum.Enum):
     STREAMING = "streaming"
     DONE = "done"
     FAILED = "failed"
+
+
+def http_scope(conn: HTTPConnection, request: h11.Request) -> dict[str, Any]:
+    """The ASGI HTTP scope of ``request`` (every key of spec 2.5)."""
+    server = conn.server
+    raw_path, _, query = request.target.partition(b"?")
+    if raw_path[:1] != b"/" and b"://" in raw_path:
+        # absolute-form (RFC 9112 section 3.2.2): serve the path part.
+        rest = raw_path.split(b"://", 1)[1]
+        slash = rest.find(b"/")
+        raw_path = rest[slash:] if slash >= 0 else b"/"
+    path = raw_path.decode("ascii")  # h11 admits only visible ASCII in a target
+    if "%" in path:
+        path = unquote(path)
+    root_path = server.root_path
+    return {
+        "type": "http",
+        "asgi": ASGI_WWW.copy(),  # an app may change its own scope
+        "http_version": "1.1" if request.http_version == b"1.1" else "1.0",
+        "server": conn.server_addr,
+        "client": conn.client,
+        "scheme": server.scheme,
+        "method": request.method.decode("ascii"),
+        "root_path": root_path,
+        # The spec's WSGI mapping: PATH_INFO is path with root_path stripped.
+        "path": root_path + path if root_path else path,
+        "raw_path": raw_path,
+        "query_string": query,
+        "headers": list(request.headers),
+        "state": server.lifespan_state.copy(),  # shallow: startup objects are shared
+    }
 
 
 @final
@@ -76,9 +108,9 @@ class RequestCycle:
         "target",
     )
 
-    def __init__(self, conn: HTTPConnection, scope: dict[str, Any], request: h11.Request) -> None:
+    def __init__(self, conn: HTTPConnection, request: h11.Request) -> None:
         self._conn = conn
-        self.scope = scope
+        self.scope = http_scope(conn, request)
         self.method = request.method
         self.target = request.target
         self.state = CycleState.AWAIT_START
@@ -256,7 +288,7 @@ class RequestCycle:
         core = conn.core
         if state is CycleState.HEAD_HELD:
             try:
-                core.send_response(self.status, conn.response_headers(self._headers))
+                core.send_response(self.status, conn.server.response_headers(self._headers))
             except LocalProtocolError as exc:
                 raise RuntimeError(f"invalid response head: {exc}") from None
             self.state = CycleState.STREAMING

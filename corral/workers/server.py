@@ -97,6 +97,26 @@ class WorkerServer:
             # A new list, never an in-place change: a response may be extending a copy.
             self.default_headers = [(b"date", date), *self._static_headers]
 
+    def response_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """The app's headers, less Transfer-Encoding, plus the defaults it did not set.
+
+        The defaults are Date, Server and ``--header``. The framing is the server's
+        (ASGI: the server ignores any Transfer-Encoding the app sets).
+        """
+        for name, _ in headers:
+            if name.lower() in self.special_names:
+                # Rare: the app set a default header or Transfer-Encoding itself.
+                given = {name.lower() for name, _ in headers}
+                if b"transfer-encoding" in given:
+                    headers = [h for h in headers if h[0].lower() != b"transfer-encoding"]
+                headers.extend(h for h in self.default_headers if h[0] not in given)
+                break
+        else:
+            headers.extend(self.default_headers)
+        if self.draining:
+            headers.append((b"connection", b"close"))
+        return headers
+
     # -- admission ----------------------------------------------------------------------------
 
     def admit(self) -> bool:
