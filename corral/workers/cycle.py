@@ -286,30 +286,28 @@ class RequestCycle:
         more = message.get("more_body", False)
         conn = self._conn
         core = conn.core
-        if state is CycleState.HEAD_HELD:
-            try:
-                core.send_response(self.status, conn.server.response_headers(self._headers))
-            except LocalProtocolError as exc:
-                raise RuntimeError(f"invalid response head: {exc}") from None
-            self.state = CycleState.STREAMING
         try:
+            if state is CycleState.HEAD_HELD:
+                # Invalid names or values (response splitting) are refused here.
+                core.send_response(self.status, conn.server.response_headers(self._headers))
+                self.state = CycleState.STREAMING
             if body and not self._no_body:
                 core.send_body(body)
                 self.bytes_sent += len(body)
             if not more:
                 core.send_end()
         except LocalProtocolError as exc:
-            # The body does not match its Content-Length (RFC 9112 section 6.3).
+            # A bad head, or a body that does not match its Content-Length (RFC 9112
+            # section 6.3): this response cannot be sent.
             self.state = CycleState.FAILED
             if state is CycleState.HEAD_HELD:
                 core.data_to_send()  # the head was never written: drop it, answer 500
                 self.bytes_sent = 0
                 conn.send_error(500, self)
             else:
-                conn.flush()
                 conn.abort()
                 conn.server.log_access(conn, self.status, self.bytes_sent, self)
-            raise RuntimeError(f"response body does not match its headers: {exc}") from None
+            raise RuntimeError(f"invalid response: {exc}") from None
         conn.flush()
         if not more:
             self.state = CycleState.DONE

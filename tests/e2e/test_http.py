@@ -303,6 +303,7 @@ def test_204_and_304_have_no_body(srv: Server, code: int) -> None:
 
 def test_body_longer_than_content_length_in_later_message_cuts(srv: Server) -> None:
     """B25: send raises, the connection closes, the pipelined request is never answered."""
+    start = len(srv.lines)
     with Client(srv) as client:
         client.send(request_bytes("GET", "/too-long") + request_bytes("GET", "/"))
         data, _ = client.read_until_closed()
@@ -310,22 +311,27 @@ def test_body_longer_than_content_length_in_later_message_cuts(srv: Server) -> N
     assert head.startswith(b"HTTP/1.1 200 ")
     assert b"content-length: 5" in head
     assert body == b"abc"  # the next request was not answered, nor the excess sent
-    srv.wait_for_line("too-long: send raised RuntimeError")
+    srv.wait_for_line("too-long: send raised RuntimeError", start=start)
+    srv.wait_for_line("ERROR exception in ASGI application", start=start)
 
 
 def test_body_longer_than_content_length_in_first_message_is_500(srv: Server) -> None:
     """The head is still held at the first body message, so the client gets a clean 500."""
+    start = len(srv.lines)
     with Client(srv) as client:
         response = client.request("GET", "/too-long?first=1")
         assert response.status == 500
         assert response.header("connection") == "close"
         assert client.read_until_closed() == (b"", "fin")
-    srv.wait_for_line("too-long: send raised RuntimeError")
+    srv.wait_for_line("too-long: send raised RuntimeError", start=start)
+    srv.wait_for_line("ERROR exception in ASGI application", start=start)
 
 
 def test_body_shorter_than_content_length_is_500(srv: Server) -> None:
+    start = len(srv.lines)
     with Client(srv) as client:
         assert client.request("GET", "/too-short").status == 500
+    srv.wait_for_line("ERROR exception in ASGI application", start=start)
 
 
 # -- application errors ----------------------------------------------------------------------
@@ -357,32 +363,39 @@ def test_failure_before_the_body_is_a_clean_500(srv: Server, route: str, logged:
 @pytest.mark.parametrize("route", ["/raise-mid-body", "/return-mid"])
 def test_failure_after_the_body_started_cuts_the_connection(srv: Server, route: str) -> None:
     """B26: the chunked body is never terminated, so the client cannot mistake it."""
+    start = len(srv.lines)
     with Client(srv) as client:
         client.send(request_bytes("GET", route))
         data, _ = client.read_until_closed()
     assert data.startswith(b"HTTP/1.1 200 ")
     assert b"partial" in data
     assert not data.endswith(b"0\r\n\r\n")
+    srv.wait_for_line("ERROR ", start=start)
+    srv.wait_for_line(rf'"GET {route}" 200 7 ', start=start)  # the cut response is logged
 
 
 def test_response_splitting_is_refused(srv: Server) -> None:
     """B9: a CR LF from the path in a header makes send raise; the client gets a 500."""
+    start = len(srv.lines)
     with Client(srv) as client:
         client.send(b"GET /reflect/a%0d%0aX-Evil:%201 HTTP/1.1\r\nHost: t\r\n\r\n")
         data, _ = client.read_until_closed()
     assert data.startswith(b"HTTP/1.1 500 ")
     assert b"x-evil" not in data.lower()
-    srv.wait_for_line("reflect: send raised RuntimeError")
+    srv.wait_for_line("reflect: send raised RuntimeError", start=start)
+    srv.wait_for_line("ERROR exception in ASGI application", start=start)
 
 
 @pytest.mark.parametrize("name", ["bad name", "bad:name", "bad[name"])
 def test_invalid_response_header_name_is_500(srv: Server, name: str) -> None:
     from urllib.parse import quote
 
+    start = len(srv.lines)
     with Client(srv) as client:
         response = client.request("GET", f"/bad-header-name?name={quote(name)}")
     assert response.status == 500
     assert all(k != name for k, _ in response.headers)
+    srv.wait_for_line("ERROR exception in ASGI application", start=start)
 
 
 def test_client_leaving_mid_stream_is_not_an_error(srv: Server) -> None:
