@@ -226,6 +226,8 @@ class HTTPConnection(asyncio.Protocol):
             elif isinstance(event, ProtocolError):
                 self._protocol_error(event)
             elif isinstance(event, UpgradeRequest):
+                if not self.write_paused:
+                    self.clear_deadline()  # the head is complete; the session owns it now
                 self.server.start_websocket(self, event)
             elif self.cycle is None:  # ConnectionClosed: the peer sent EOF
                 self.close()

@@ -507,3 +507,24 @@ def test_date_header_is_rebuilt_once_per_second(env: Env, monkeypatch: pytest.Mo
     server.sweep()
     assert server.default_headers is not first
     assert dict(server.default_headers)[b"date"] == b"Tue, 14 Nov 2023 22:13:21 GMT"
+
+
+def test_upgrade_is_handed_over_without_an_http_deadline(env: Env) -> None:
+    handed: list[bytes] = []
+    config = dataclasses.replace(Config(app="tests:app"), timeout_header=1.0)
+    server = WorkerServer(
+        config,
+        hello,
+        {},
+        env.loop,
+        start_websocket=lambda conn, event: handed.append(event.trailing),
+    )
+    conn, transport = env.connect(server)
+    conn.data_received(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nFRAME"
+    )
+    assert handed == [b"FRAME"]
+    assert conn.deadline_reason is Deadline.NONE
+    env.advance(server, 5.0)
+    assert transport.written == b""
