@@ -173,6 +173,8 @@ class Worker:
                 0, config.max_requests_jitter
             )
         self._recycle_sent = False
+        #: The next sweep (it re-arms itself); cancelled once the drain is over.
+        self._sweeper: asyncio.TimerHandle | None = None
 
     def tell_master(self, message: WorkerMessage) -> None:
         if self.ctx.pipe_fd < 0:
@@ -216,11 +218,12 @@ class Worker:
         ]
         self.tell_master(WorkerMessage.READY)
         self._last_heartbeat = self.loop.time()
-        sweeper = self.loop.call_later(SWEEP_INTERVAL_S, self._sweep)
+        self._sweeper = self.loop.call_later(SWEEP_INTERVAL_S, self._sweep)
         await self._stop.wait()
         await self._stop_accepting(servers)
         await self._drain(server, keep=lifespan.task)
-        sweeper.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         await lifespan.shutdown()
         return ExitCode.OK
 
@@ -275,7 +278,7 @@ class Worker:
             if self.ctx.master_pid and os.getppid() != self.ctx.master_pid:
                 logger.warning("the master is gone; stopping")
                 self._handle_stop(CLOSE_GOING_AWAY)
-        self.loop.call_later(SWEEP_INTERVAL_S, self._sweep)
+        self._sweeper = self.loop.call_later(SWEEP_INTERVAL_S, self._sweep)
 
     async def _stop_accepting(self, servers: list[asyncio.Server]) -> None:
         """Stop accepting without dropping connections accepted a moment ago.

@@ -106,7 +106,8 @@ def test_max_requests_rotates_workers_under_load():
         assert "will be replaced: max requests reached" in srv.output
         assert len(result.pids - first) >= 2
         wait_until(lambda: not any(pid_alive(p) for p in first), 10, "the first workers to exit")
-        assert len(live_children(srv.pid)) in (2, 3)  # at most one replacement under way
+        # Without requests nothing more is recycled: the pool settles at two workers.
+        wait_until(lambda: len(live_children(srv.pid)) == 2, 10, "two workers")
 
 
 def test_max_worker_lifetime_rolls_one_worker_at_a_time():
