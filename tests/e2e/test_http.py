@@ -17,6 +17,7 @@ import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import h11
 import pytest
@@ -197,6 +198,21 @@ def test_scope_http_10_and_absolute_form(srv: Server) -> None:
         "/scope/x",
         "q=1",
     )
+
+
+def test_scope_on_a_unix_socket(tmp_path: Path) -> None:
+    """server is [path, None] (spec 2.2) and client is None."""
+    path = str(tmp_path / "s.sock")
+    with Server(APP, "-w", "1", "--uds", path) as server:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with sock:
+            sock.settimeout(5 * TIME_FACTOR)
+            sock.connect(path)
+            sock.sendall(request_bytes("GET", "/scope"))
+            scope = json.loads(Reader(sock).read().body)
+        server.wait_for_line(r'unix "GET /scope" 200 ')
+    assert scope["server"] == [path, None]
+    assert scope["client"] is None
 
 
 def test_root_path() -> None:
