@@ -275,6 +275,35 @@ class Config:
         minimum=0.1,
     )
 
+    # -- WebSocket ---------------------------------------------------------------------------
+    ws_max_size: int = option(
+        16 * 1024 * 1024,
+        "Largest WebSocket message in bytes, after reassembly and decompression; "
+        "larger closes with 1009.",
+        N,
+        WS,
+        minimum=1,
+    )
+    ws_per_message_deflate: bool = option(
+        True, "Negotiate permessage-deflate compression when the client offers it.", B, WS
+    )
+    ws_ping_interval: float | None = option(
+        20.0,
+        "Idle seconds before the server pings a WebSocket client (none: never).",
+        F,
+        WS,
+        minimum=0.1,
+        nullable=True,
+    )
+    ws_ping_timeout: float | None = option(
+        20.0,
+        "Seconds to wait for any reply to a ping before closing with 1011 (none: forever).",
+        F,
+        WS,
+        minimum=0.1,
+        nullable=True,
+    )
+
     # -- logging ---------------------------------------------------------------------------
     log_level: str = option(
         "info",

@@ -43,6 +43,7 @@ from corral.workers.connection import HTTPConnection
 from corral.workers.lifespan import Lifespan
 from corral.workers.server import SWEEP_INTERVAL_S, WorkerServer
 from corral.workers.types import ASGIApp
+from corral.workers.websocket import make_websocket_starter
 
 logger = logging.getLogger("corral.error")
 
@@ -208,6 +209,7 @@ class Worker:
             lifespan.state,
             self.loop,
             on_request=self._on_request,
+            start_websocket=make_websocket_starter(config),
         )
         server.connections = _ConnectionSet(self._idle.set)
         servers = [

@@ -1,0 +1,390 @@
+"""One ASGI WebSocket session (spec 2.5) over :class:`corral.protocol.websocket.WebSocketCore`.
+
+The HTTP adapter hands a connection over with :func:`start_websocket` once the core
+reports an ``UpgradeRequest``; from then on the connection's bytes come here. The
+session's state is an Enum:
+
+    HANDSHAKE --websocket.accept--> CONNECTED --close sent or received--> CLOSED
+    HANDSHAKE --websocket.close / http.response.start--> REJECTING --last body--> CLOSED
+    HANDSHAKE --app returned or raised--> CLOSED (HTTP 500 / 403)
+
+Rules (ASGI spec and RFC 6455):
+
+* ``websocket.connect`` is the first message the app receives; nothing is sent to the
+  client before the app answers it.
+* ``websocket.close`` before accept is a 403, or with the ``websocket.http.response``
+  extension any response the app sends.
+* After accept, an app exception closes with 1011 and an app that returns without
+  closing closes with 1000: never a bare FIN.
+* ``send`` after the connection closed raises :class:`ClientDisconnected` (an OSError).
+* ``websocket.disconnect`` carries the peer's code (1005 if its Close had none, 1006 for
+  a drop without a Close) and reason.
+* On a drain the client gets 1001 (stop) or 1012 (reload) and the app a disconnect.
+* Reading pauses while the app has :data:`MAX_QUEUED_MESSAGES` messages unread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, final
+
+from corral.config import Config
+from corral.logs import format_access
+from corral.protocol.http import UpgradeRequest
+from corral.protocol.websocket import (
+    BytesMessage,
+    CloseReceived,
+    ConnectionClosed,
+    LocalProtocolError,
+    TextMessage,
+    WebSocketCore,
+    WebSocketLimits,
+    WebSocketState,
+)
+from corral.workers.cycle import http_scope
+from corral.workers.types import ASGIApp, ClientDisconnected, Message
+
+if TYPE_CHECKING:
+    from corral.workers.connection import HTTPConnection
+
+logger = logging.getLogger("corral.error")
+
+#: Messages received but not yet taken by the app before reading pauses. Small, since
+#: each can be up to --ws-max-size; the TCP window then pushes back on the client.
+MAX_QUEUED_MESSAGES = 16
+
+#: Seconds the app gets to notice a drain before its session is closed for it.
+DRAIN_GRACE_S = 0.5
+
+
+class SessionState(enum.Enum):
+    HANDSHAKE = "handshake"
+    CONNECTED = "connected"
+    REJECTING = "rejecting"
+    CLOSED = "closed"
+
+
+def websocket_limits(config: Config) -> WebSocketLimits:
+    return WebSocketLimits(
+        max_message_size=config.ws_max_size,
+        per_message_deflate=config.ws_per_message_deflate,
+        ping_interval_s=config.ws_ping_interval or None,
+        ping_timeout_s=config.ws_ping_timeout or None,
+    )
+
+
+def make_websocket_starter(
+    config: Config,
+) -> Callable[[HTTPConnection, UpgradeRequest], None]:
+    """The hand-off the worker gives its :class:`WorkerServer`, limits computed once."""
+    limits = websocket_limits(config)
+
+    def start_websocket(conn: HTTPConnection, event: UpgradeRequest) -> None:
+        WebSocketSession(conn, event, limits).start()
+
+    return start_websocket
+
+
+@final
+class WebSocketSession:
+    """The app's ``receive``/``send`` pair for one WebSocket connection."""
+
+    __slots__ = (
+        "_admitted",
+        "_conn",
+        "_connect_delivered",
+        "_core",
+        "_disconnect",
+        "_inbox",
+        "_paused",
+        "_task",
+        "_timer",
+        "_timer_at",
+        "_waiter",
+        "scope",
+        "state",
+    )
+
+    def __init__(self, conn: HTTPConnection, event: UpgradeRequest, limits: WebSocketLimits):
+        self._conn = conn
+        self._core = WebSocketCore(event.request, event.trailing, limits=limits)
+        self.state = SessionState.HANDSHAKE
+        self._inbox: collections.deque[Message] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._disconnect: Message | None = None
+        self._connect_delivered = False
+        self._paused = False
+        self._admitted = False
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+        scope = http_scope(conn, event.request)
+        del scope["method"]
+        scope["type"] = "websocket"
+        scope["scheme"] = "wss" if conn.server.scheme == "https" else "ws"
+        scope["subprotocols"] = self._core.subprotocols
+        scope["extensions"] = {"websocket.http.response": {}}
+        self.scope = scope
+
+    def start(self) -> None:
+        conn = self._conn
+        conn.websocket = self
+        core = self._core
+        if core.error_status_hint is not None:
+            # A bad handshake: the core queued the HTTP refusal; the app never runs.
+            logger.info("refused a WebSocket handshake: %s", core.error_reason)
+            self._flush()
+            self._finish()
+            return
+        server = conn.server
+        if server.draining or not server.admit():
+            # Over --limit-concurrency (uvicorn lets upgrades bypass it), or going away.
+            core.reject(503, [(b"retry-after", b"1")], b"503 Service Unavailable\n")
+            self._flush()
+            self._finish()
+            return
+        self._admitted = True
+        # asyncio keeps only weak references to tasks: hold ours until it ends.
+        self._task = conn.loop.create_task(self._run(server.app))
+
+    # -- bytes from the connection ----------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self._core.receive_data(data, self._conn.loop.time())
+        self._after_input()
+
+    def eof_received(self) -> bool | None:
+        self._core.receive_eof()
+        self._after_input()
+        return None
+
+    def connection_lost(self) -> None:
+        if self._disconnect is None:
+            self._disconnect = {"type": "websocket.disconnect", "code": 1006, "reason": ""}
+        self._end()
+
+    def shutdown(self) -> None:
+        """The worker drains: tell the client (1001 or 1012) and the app."""
+        code = self._conn.server.close_code or 1001
+        if self.state is SessionState.CONNECTED:
+            self._conn.loop.call_later(DRAIN_GRACE_S, self._close_for_drain, code)
+        elif self.state is SessionState.HANDSHAKE and self._connect_delivered:
+            pass  # the app is deciding; its answer (or the graceful deadline) ends it
+
+    def _close_for_drain(self, code: int) -> None:
+        if self.state is not SessionState.CONNECTED:
+            return
+        try:
+            self._core.send_close(code, "server shutting down" if code == 1001 else "")
+        except LocalProtocolError:
+            return
+        if self._disconnect is None:
+            self._disconnect = {"type": "websocket.disconnect", "code": code, "reason": ""}
+        self._flush()
+        self._wake()
+
+    def _after_input(self) -> None:
+        for event in self._core.events_received():
+            if isinstance(event, TextMessage):
+                self._inbox.append({"type": "websocket.receive", "text": event.data})
+            elif isinstance(event, BytesMessage):
+                self._inbox.append({"type": "websocket.receive", "bytes": event.data})
+            elif isinstance(event, CloseReceived) and self._disconnect is None:
+                self._disconnect = {
+                    "type": "websocket.disconnect",
+                    "code": event.code,
+                    "reason": event.reason,
+                }
+        if len(self._inbox) >= MAX_QUEUED_MESSAGES and not self._paused:
+            self._paused = True
+            transport = self._conn.transport
+            if transport is not None:
+                transport.pause_reading()
+        self._flush()
+        self._wake()
+
+    # -- the app --------------------------------------------------------------------------
+
+    async def _run(self, app: ASGIApp) -> None:
+        try:
+            await app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            pass
+        except asyncio.CancelledError:
+            self._abort_app(1001)
+            raise
+        except Exception:
+            logger.exception("exception in ASGI WebSocket application")
+            self._abort_app(1011)
+        else:
+            self._abort_app(1000)
+        finally:
+            if self._admitted:
+                self._admitted = False
+                self._conn.server.release()
+            self._end()
+
+    def _abort_app(self, code: int) -> None:
+        """The app ended: finish the handshake or the connection in its place."""
+        core = self._core
+        try:
+            if self.state is SessionState.HANDSHAKE:
+                core.reject(500, [], b"500 Internal Server Error\n")
+                self._log(500)
+            elif self.state is SessionState.CONNECTED and core.state is WebSocketState.OPEN:
+                core.send_close(code)
+            elif self.state is SessionState.REJECTING:
+                core.reject_body(b"", more=False)
+        except LocalProtocolError:
+            pass
+        self._flush()
+        self.state = SessionState.CLOSED
+
+    async def receive(self) -> Message:
+        if not self._connect_delivered:
+            self._connect_delivered = True
+            return {"type": "websocket.connect"}
+        while not self._inbox and self._disconnect is None:
+            waiter = self._waiter = self._conn.loop.create_future()
+            await waiter
+        if self._inbox:
+            message = self._inbox.popleft()
+            if self._paused and len(self._inbox) < MAX_QUEUED_MESSAGES // 2:
+                self._paused = False
+                transport = self._conn.transport
+                if transport is not None and not transport.is_closing():
+                    transport.resume_reading()
+            return message
+        assert self._disconnect is not None
+        return self._disconnect
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        core = self._core
+        state = self.state
+        if state is SessionState.CLOSED or core.state is WebSocketState.CLOSED:
+            raise ClientDisconnected("the WebSocket connection is closed")
+        try:
+            if kind == "websocket.send" and state is SessionState.CONNECTED:
+                data_bytes = message.get("bytes")
+                text = message.get("text")
+                if (data_bytes is None) == (text is None):
+                    raise RuntimeError("websocket.send needs exactly one of 'bytes' and 'text'")
+                if isinstance(text, str):
+                    core.send_text(text)
+                elif isinstance(data_bytes, (bytes, bytearray, memoryview)):
+                    core.send_bytes(bytes(data_bytes))
+                else:
+                    raise RuntimeError("websocket.send: 'text' must be str, 'bytes' bytes")
+            elif kind == "websocket.accept" and state is SessionState.HANDSHAKE:
+                headers = [(bytes(k).lower(), bytes(v)) for k, v in message.get("headers", ())]
+                core.accept(message.get("subprotocol"), headers + self._extra_headers(headers))
+                self.state = SessionState.CONNECTED
+                self._log(101)
+            elif kind == "websocket.close" and state is SessionState.HANDSHAKE:
+                core.reject(403, [], b"")
+                self.state = SessionState.CLOSED
+                self._log(403)
+            elif kind == "websocket.close" and state is SessionState.CONNECTED:
+                core.send_close(message.get("code", 1000), message.get("reason") or "")
+                self.state = SessionState.CLOSED
+            elif kind == "websocket.http.response.start" and state is SessionState.HANDSHAKE:
+                status = message["status"]
+                headers = [(bytes(k).lower(), bytes(v)) for k, v in message.get("headers", ())]
+                core.reject_start(status, headers + self._extra_headers(headers))
+                self.state = SessionState.REJECTING
+                self._log(status)
+            elif kind == "websocket.http.response.body" and state is SessionState.REJECTING:
+                more = bool(message.get("more_body", False))
+                core.reject_body(message.get("body", b""), more=more)
+                if not more:
+                    self.state = SessionState.CLOSED
+            else:
+                raise RuntimeError(f"unexpected ASGI message {kind!r} in state {state.value}")
+        except ConnectionClosed:
+            raise ClientDisconnected("the WebSocket connection is closed") from None
+        except LocalProtocolError as exc:
+            raise RuntimeError(f"invalid {kind!r}: {exc}") from None
+        self._flush()
+        conn = self._conn
+        if conn.write_paused:
+            await conn.wait_writable()
+
+    def _extra_headers(self, given: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        names = {name for name, _ in given}
+        return [h for h in self._conn.server.default_headers if h[0] not in names]
+
+    def _log(self, status: int) -> None:
+        server = self._conn.server
+        if server.access_log:
+            target = self.scope["raw_path"] + (
+                b"?" + self.scope["query_string"] if self.scope["query_string"] else b""
+            )
+            format_access(self._conn.client, b"WEBSOCKET", target, status, 0, 0.0)
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        conn = self._conn
+        core = self._core
+        data = core.data_to_send()
+        transport = conn.transport
+        if transport is None or transport.is_closing():
+            return
+        if data:
+            transport.write(data[0] if len(data) == 1 else b"".join(data))
+            if core.check_outbound_buffer(transport.get_write_buffer_size()):
+                # The client stopped reading: the core failed the connection (1008).
+                self._after_input()
+                return
+        if core.close_expected():
+            transport.close()
+            return
+        self._schedule_tick()
+
+    def _schedule_tick(self) -> None:
+        deadline = self._core.next_deadline()
+        if deadline is None:
+            return
+        loop = self._conn.loop
+        now = loop.time()
+        if deadline < now:
+            deadline = now  # -inf: the core wants a tick as soon as possible
+        if self._timer is not None and self._timer_at <= deadline:
+            return  # the armed timer fires first and re-arms itself
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = float("inf")
+        if self.state is SessionState.CLOSED and self._core.state is WebSocketState.CLOSED:
+            return
+        self._core.tick(self._conn.loop.time())
+        self._after_input()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _end(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._wake()
+
+    def _finish(self) -> None:
+        self.state = SessionState.CLOSED
+        self._end()
+        transport = self._conn.transport
+        if transport is not None and not transport.is_closing() and self._core.close_expected():
+            transport.close()
