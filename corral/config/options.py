@@ -255,7 +255,8 @@ class Config:
     )
     timeout_header: float = option(
         10.0,
-        "Seconds to receive a whole request head, from its first byte.",
+        "Seconds to receive a whole request head, from its first byte; also how long a "
+        "new connection may stay silent.",
         F,
         TIMEOUTS,
         minimum=0.1,

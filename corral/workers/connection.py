@@ -198,6 +198,8 @@ class HTTPConnection(asyncio.Protocol):
             transport = self.transport
             if transport is not None and transport.is_closing():
                 pass  # a close is flushing: keep watching it
+            elif self.websocket is not None:
+                self.clear_deadline()  # the session keeps its own timers
             elif self.cycle is None:
                 self.set_deadline(Deadline.IDLE, self.server.timeout_keep_alive)
             else:

@@ -36,6 +36,7 @@ class Lifespan:
         #: The task running the app's lifespan scope, if lifespan runs.
         self.task: asyncio.Task[None] | None = None
         self._supported = True
+        self._shutdown_requested = False
 
     async def startup(self) -> bool:
         """Run startup; return False if the server must not start."""
@@ -54,6 +55,7 @@ class Lifespan:
         """Run shutdown, if startup ran and the app supports lifespan."""
         if self.task is None or not self._supported or self.task.done():
             return
+        self._shutdown_requested = True
         await self._inbox.put({"type": "lifespan.shutdown"})
         await self._shutdown_done.wait()
         if self._failure is not None:
@@ -68,21 +70,30 @@ class Lifespan:
                     self._supported = False
                     logger.info("ASGI lifespan not supported by the app; continuing without it")
                 else:
-                    self._failure = f"the app raised {exc!r}"
+                    self._fail(f"the app raised {exc!r}")
                     logger.error("exception in lifespan startup", exc_info=exc)
-            elif not self._shutdown_done.is_set():
-                self._failure = f"the app raised {exc!r}"
+            elif self._shutdown_requested and not self._shutdown_done.is_set():
+                self._fail(f"the app raised {exc!r}")
                 logger.error("exception in lifespan shutdown", exc_info=exc)
+            elif not self._shutdown_done.is_set():
+                # Startup went through; the lifespan task died while the server runs.
+                # Requests are unaffected, and shutdown has nothing left to wait for.
+                logger.error("exception in the lifespan task after startup", exc_info=exc)
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
         else:
             if not self._startup_done.is_set() and self._mode == "on":
-                self._failure = "the app returned without completing startup"
+                self._fail("the app returned without completing startup")
             elif not self._startup_done.is_set():
                 self._supported = False
         finally:
             self._startup_done.set()
             self._shutdown_done.set()
+
+    def _fail(self, message: str) -> None:
+        # The first failure is the one to report: a raise after startup.failed is noise.
+        if self._failure is None:
+            self._failure = message
 
     async def _receive(self) -> Message:
         return await self._inbox.get()
@@ -92,12 +103,12 @@ class Lifespan:
         if kind == "lifespan.startup.complete":
             self._startup_done.set()
         elif kind == "lifespan.startup.failed":
-            self._failure = str(message.get("message", "")) or "lifespan.startup.failed"
+            self._fail(str(message.get("message", "")) or "lifespan.startup.failed")
             self._startup_done.set()
         elif kind == "lifespan.shutdown.complete":
             self._shutdown_done.set()
         elif kind == "lifespan.shutdown.failed":
-            self._failure = str(message.get("message", "")) or "lifespan.shutdown.failed"
+            self._fail(str(message.get("message", "")) or "lifespan.shutdown.failed")
             self._shutdown_done.set()
         else:
             raise RuntimeError(f"unexpected ASGI lifespan message {kind!r}")
