@@ -74,10 +74,11 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Final, TypeAlias, final
 
 import h11
+
+from corral.protocol.response import REASONS, ResponseError, ResponseState, ResponseWriter
 
 #: The default ceiling for a request head (request line plus headers), in bytes.
 #: 16 KiB is h11's own default and what uvicorn and hypercorn use; nginx allows 8 KiB
@@ -102,10 +103,7 @@ _CONTROL_BYTES: Final = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _OBS_FOLD: Final = re.compile(rb"\r\n[ \t]")
 
 # The interim response is the same every time: build it once.
-_CONTINUE: Final = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
-
-# Reason phrases, looked up once per status rather than per response.
-REASONS: Final[dict[int, bytes]] = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class LocalProtocolError(Exception):
@@ -208,6 +206,7 @@ class HTTPCore:
         "_body_bytes",
         "_chunked",
         "_connect",
+        "_continue_sent",
         "_discarded",
         "_discarding",
         "_eof",
@@ -216,11 +215,11 @@ class HTTPCore:
         "_head",
         "_limits",
         "_must_close",
-        "_no_body",
         "_out",
         "_scanned",
         "_tail",
         "_upgrade",
+        "_writer",
         "state",
     )
 
@@ -251,9 +250,9 @@ class HTTPCore:
         # The peer closed its sending side; serve what is complete, then close.
         self._eof = False
         self._must_close = False
-        # True when the response to the current request carries no body: HEAD, 204
-        # and 304 (RFC 9110 sections 9.3.2, 15.3.5, 15.4.5).
-        self._no_body = False
+        # The response to the current request (see response.py); h11 never sees it.
+        self._writer = ResponseWriter(head_request=False, http10=False, keep_alive=True)
+        self._continue_sent = False
 
     def _new_h11(self) -> h11.Connection:
         # h11's own limit is a backstop for chunk-size lines and trailers; heads are
@@ -423,7 +422,13 @@ class HTTPCore:
             self._fail(413, "request body too large")
             return False
         method = request.method
-        self._no_body = method == b"HEAD"
+        tokens = [t.strip() for t in connection.lower().split(b",")] if connection else []
+        self._writer = ResponseWriter(
+            head_request=method == b"HEAD",
+            http10=version == b"1.0",
+            keep_alive=b"close" not in tokens,
+        )
+        self._continue_sent = False
         self._connect = method == b"CONNECT"
         self._chunked = has_chunked
         self._body_bytes = 0
@@ -434,7 +439,7 @@ class HTTPCore:
             and version == b"1.1"
             and not has_chunked
             and length == 0
-            and b"upgrade" in [token.strip() for token in connection.lower().split(b",")]
+            and b"upgrade" in tokens
         ):
             # RFC 6455 section 4.1 and RFC 9110 section 7.8: an upgrade needs
             # "Connection: upgrade" and HTTP/1.1. Anything else (h2c included, B14) is
@@ -526,7 +531,12 @@ class HTTPCore:
     def they_are_waiting_for_100_continue(self) -> bool:
         """True when the client sent ``Expect: 100-continue`` and waits for the 100."""
         # After a ProtocolError h11 may still think so, but no 100 must go out then.
-        return self.state is CoreState.BODY and self._h11.they_are_waiting_for_100_continue
+        return (
+            self.state is CoreState.BODY
+            and not self._continue_sent
+            and self._writer.state is ResponseState.IDLE
+            and self._h11.they_are_waiting_for_100_continue
+        )
 
     @property
     def request_complete(self) -> bool:
@@ -539,52 +549,33 @@ class HTTPCore:
         Raises:
             LocalProtocolError: if a response was already sent.
         """
-        try:
-            data = self._h11.send(_CONTINUE)
-        except h11.LocalProtocolError as exc:
+        if self._writer.state is not ResponseState.IDLE or self._continue_sent:
             self._must_close = True
-            raise LocalProtocolError(str(exc)) from None
-        # h11 returns None only for ConnectionClosed, never sent here.
-        self._out.append(data or b"")
+            raise LocalProtocolError("100 Continue after the response began")
+        self._continue_sent = True
+        self._out.append(_CONTINUE)
 
     def send_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        """Send the response head.
+        """Send the response head (serialised by :class:`ResponseWriter`, not h11).
 
         Raises:
             LocalProtocolError: if a response was already sent, a header is invalid,
                 ``status`` is not a final status or is a 2xx answer to CONNECT; the
                 connection must then be closed.
         """
-        if status == 204 or status == 304:
-            self._no_body = True
-            if status == 204:
-                # RFC 9110 section 8.6: no Content-Length on 204; nor Transfer-Encoding
-                # (RFC 9112 section 6.1). A 304 may carry the Content-Length a 200
-                # would have had (RFC 9110 section 8.6), so it is left alone.
-                headers = [
-                    h
-                    for h in headers
-                    if h[0].lower() not in (b"content-length", b"transfer-encoding")
-                ]
-        elif self._connect and 200 <= status < 300:
+        if self._connect and 200 <= status < 300:
             # RFC 9110 section 9.3.6: a 2xx to CONNECT turns the connection into a
-            # tunnel, which ASGI cannot express (h11 would switch protocols).
+            # tunnel, which ASGI cannot express.
             self._must_close = True
             raise LocalProtocolError("a 2xx response to CONNECT would open a tunnel")
-        if self._h11.they_are_waiting_for_100_continue:
-            # The client still holds back its body and may never send it: say the
-            # connection closes (RFC 9110 section 10.1.1) so neither side waits for it.
-            headers = [h for h in headers if h[0].lower() != b"connection"]
-            headers.append((b"connection", b"close"))
+        # A client still holding back its body may never send it: say the connection
+        # closes (RFC 9110 section 10.1.1) so neither side waits for the other.
+        close = self.they_are_waiting_for_100_continue
         try:
-            event = h11.Response(
-                status_code=status, headers=headers, reason=REASONS.get(status, b"")
-            )
-            data = self._h11.send(event)
-        except h11.LocalProtocolError as exc:
+            self._out.append(self._writer.head(status, headers, close=close))
+        except ResponseError as exc:
             self._must_close = True
             raise LocalProtocolError(str(exc)) from None
-        self._out.append(data or b"")
 
     def send_body(self, data: bytes) -> None:
         """Send part of the response body (dropped for HEAD, 204 and 304).
@@ -593,14 +584,11 @@ class HTTPCore:
             LocalProtocolError: if the body runs past the declared Content-Length or
                 no response head was sent; the connection must then be closed.
         """
-        if not data or self._no_body:
-            return
         try:
-            out = self._h11.send(h11.Data(data=data))
-        except h11.LocalProtocolError as exc:
+            self._out += self._writer.body(data)
+        except ResponseError as exc:
             self._must_close = True
             raise LocalProtocolError(str(exc)) from None
-        self._out.append(out or b"")
 
     def send_end(self) -> None:
         """End the response.
@@ -610,8 +598,8 @@ class HTTPCore:
                 connection must then be closed.
         """
         try:
-            out = self._h11.send(h11.EndOfMessage())
-        except h11.LocalProtocolError as exc:
+            out = self._writer.end()
+        except ResponseError as exc:
             self._must_close = True
             raise LocalProtocolError(str(exc)) from None
         if out:
@@ -630,12 +618,12 @@ class HTTPCore:
         After a :class:`ProtocolError` this is true as well: write the error response
         (if no response started), then close.
         """
-        return self._must_close or self._h11.our_state is h11.MUST_CLOSE
+        writer = self._writer
+        return self._must_close or (writer.state is ResponseState.DONE and not writer.keep_alive)
 
     def response_complete(self) -> bool:
         """True once :meth:`send_end` went out for the current request."""
-        ours = self._h11.our_state
-        return ours is h11.DONE or ours is h11.MUST_CLOSE
+        return self._writer.state is ResponseState.DONE
 
     def wants_read_paused(self) -> bool:
         """True when the adapter should stop reading: pipelined bytes are piling up.
@@ -671,7 +659,8 @@ class HTTPCore:
     def _next_cycle(self) -> None:
         self._h11 = self._new_h11()
         self._upgrade = None
-        self._no_body = False
+        self._writer = ResponseWriter(head_request=False, http10=False, keep_alive=True)
+        self._continue_sent = False
         self._connect = False
         self._chunked = False
         self.state = CoreState.HEAD

@@ -1,0 +1,188 @@
+"""Serialising one HTTP/1.1 response: the head, the body framing and the keep-alive call.
+
+Theory of operation
+-------------------
+h11 parses every request (with the checks in ``http.py`` in front of it), but it does
+not write responses: with one h11 connection per request, h11 never needs to know what
+we answered, and serialising through it (building an ``h11.Response``, normalising and
+validating every header, driving its state machine) was a third of a worker's CPU
+time per request. :class:`ResponseWriter` applies the same rules directly:
+
+Framing (RFC 9112 section 6.3, the order h11 uses):
+
+* no body on the wire for a HEAD request, 204 and 304 (RFC 9110 sections 9.3.2,
+  15.3.5, 15.4.5); a 204 also loses Content-Length and Transfer-Encoding (RFC 9110
+  section 8.6, RFC 9112 section 6.1), while HEAD and 304 keep the framing headers a
+  GET or 200 would have had;
+* a Content-Length from the app frames the body, and the body must match it: more
+  raises at once, less raises at the end (either way the connection must close, as
+  the peer can no longer find the end of the message);
+* otherwise an HTTP/1.1 client gets ``Transfer-Encoding: chunked``, and an HTTP/1.0
+  client a body delimited by closing the connection (RFC 9112 section 6.3 rule 8).
+
+A Transfer-Encoding header from the app is dropped: the framing is the server's
+(ASGI: "the server must ignore any Transfer-Encoding the app sets").
+
+Keep-alive (RFC 9112 section 9.3): the connection persists after the response only if
+the request was HTTP/1.1 without ``Connection: close``, the app did not send
+``Connection: close``, the caller did not force a close, and the body was not
+close-delimited. When it does not persist, the head says ``Connection: close``.
+
+Header checks (RFC 9110 section 5): a field name is a token and a field value holds no
+control characters, so an app cannot split the response (uvicorn #719/#728). Names and
+values are bytes, as ASGI requires; a violation raises before anything is queued.
+
+States: ``IDLE`` (nothing sent), ``BODY`` (head sent), ``DONE`` (the end sent).
+
+What this file must not know: the request parser, sockets, clocks, ASGI.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from http import HTTPStatus
+from typing import Final, final
+
+#: Reason phrases, looked up once per status rather than built per response.
+REASONS: Final[dict[int, bytes]] = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
+
+# RFC 9110 section 5.6.2: tchar.
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+").fullmatch
+# RFC 9110 section 5.5: no CTL but HTAB (CR and LF above all) in a field value.
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search
+
+_CHUNKED_HEADER: Final = b"transfer-encoding: chunked\r\n"
+_CLOSE_HEADER: Final = b"connection: close\r\n"
+_LAST_CHUNK: Final = b"0\r\n\r\n"
+
+
+class ResponseError(Exception):
+    """The response is invalid (bad header, wrong body length, sent twice)."""
+
+
+class Framing(enum.Enum):
+    NONE = "none"  # no body on the wire
+    LENGTH = "length"  # Content-Length
+    CHUNKED = "chunked"
+    CLOSE = "close"  # the end of the body is the end of the connection
+
+
+class ResponseState(enum.Enum):
+    IDLE = "idle"
+    BODY = "body"
+    DONE = "done"
+
+
+@final
+class ResponseWriter:
+    """Writes the response to one request. Bytes come back from each call.
+
+    Call :meth:`head` once, :meth:`body` any number of times, then :meth:`end`.
+    After a :class:`ResponseError` from any of them, ``keep_alive`` is False.
+    """
+
+    __slots__ = ("_framing", "_head_only", "_http10", "_remaining", "keep_alive", "state")
+
+    def __init__(self, *, head_request: bool, http10: bool, keep_alive: bool) -> None:
+        self.state = ResponseState.IDLE
+        #: Whether the connection may serve another request after this response.
+        self.keep_alive = keep_alive and not http10
+        self._head_only = head_request
+        self._http10 = http10
+        self._framing = Framing.NONE
+        self._remaining = 0
+
+    def head(self, status: int, headers: list[tuple[bytes, bytes]], *, close: bool) -> bytes:
+        """Serialise the status line and headers; ``close`` forces ``Connection: close``.
+
+        Raises:
+            ResponseError: a head was already sent, ``status`` is not a final status, or
+                a header is not valid.
+        """
+        if self.state is not ResponseState.IDLE:
+            raise ResponseError("the response head was already sent")
+        if not 200 <= status <= 999:
+            raise ResponseError(f"{status} is not a final status code")
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b""))]
+        length: bytes | None = None
+        closing = close or not self.keep_alive
+        no_body = self._head_only or status == 204 or status == 304
+        for name, value in headers:
+            if type(name) is not bytes or type(value) is not bytes:
+                raise ResponseError("header names and values must be bytes")
+            if _TOKEN(name) is None:
+                raise ResponseError(f"invalid header name {name!r}")
+            if _BAD_VALUE(value) is not None:
+                raise ResponseError(f"invalid value for header {name.decode()!r}")
+            lower = name.lower()
+            if lower == b"content-length":
+                if not value.isdigit() or (length is not None and value != length):
+                    raise ResponseError(f"invalid Content-Length {value!r}")
+                length = value
+                if status == 204:
+                    continue
+            elif lower == b"transfer-encoding":
+                continue
+            elif lower == b"connection":
+                if b"close" in [t.strip() for t in value.lower().split(b",")]:
+                    closing = True
+                continue  # rewritten below, so it always matches what we do
+            lines.append(name + b": " + value + b"\r\n")
+        if no_body:
+            framing = Framing.NONE
+            if length is None and status != 204 and status != 304 and not self._http10:
+                lines.append(_CHUNKED_HEADER)  # HEAD: the headers a GET would get
+        elif length is not None:
+            framing = Framing.LENGTH
+            self._remaining = int(length)
+        elif self._http10:
+            framing = Framing.CLOSE
+            closing = True
+        else:
+            framing = Framing.CHUNKED
+            lines.append(_CHUNKED_HEADER)
+        if closing:
+            self.keep_alive = False
+            lines.append(_CLOSE_HEADER)
+        lines.append(b"\r\n")
+        self._framing = framing
+        self.state = ResponseState.BODY
+        return b"".join(lines)
+
+    def body(self, data: bytes) -> list[bytes]:
+        """Frame part of the body; an empty list when nothing goes on the wire.
+
+        Raises:
+            ResponseError: no head yet, the response ended, or the body ran past its
+                Content-Length.
+        """
+        if self.state is not ResponseState.BODY:
+            raise ResponseError("body sent outside the response")
+        framing = self._framing
+        if not data or framing is Framing.NONE:
+            return []
+        if framing is Framing.CHUNKED:
+            return [b"%x\r\n" % len(data), data, b"\r\n"]
+        if framing is Framing.LENGTH:
+            self._remaining -= len(data)
+            if self._remaining < 0:
+                self.keep_alive = False
+                raise ResponseError("Too much data for declared Content-Length")
+        return [data]
+
+    def end(self) -> bytes:
+        """Finish the body.
+
+        Raises:
+            ResponseError: no head yet, or the body was shorter than its Content-Length.
+        """
+        if self.state is not ResponseState.BODY:
+            raise ResponseError("end of a response that is not in progress")
+        self.state = ResponseState.DONE
+        if self._framing is Framing.CHUNKED:
+            return _LAST_CHUNK
+        if self._framing is Framing.LENGTH and self._remaining:
+            self.keep_alive = False
+            raise ResponseError("Too little data for declared Content-Length")
+        return b""

@@ -1,0 +1,192 @@
+"""ResponseWriter: heads, framing and keep-alive, checked against an h11 client."""
+
+from __future__ import annotations
+
+import h11
+import pytest
+
+from corral.protocol.response import ResponseError, ResponseState, ResponseWriter
+
+
+def writer(method: bytes = b"GET", version: bytes = b"1.1", keep_alive: bool = True):
+    return ResponseWriter(
+        head_request=method == b"HEAD", http10=version == b"1.0", keep_alive=keep_alive
+    )
+
+
+def client_reads(raw: bytes, method: str = "GET") -> tuple[h11.Response, bytes]:
+    """Parse ``raw`` with a real h11 client: the writer's output must satisfy it."""
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method=method, target="/", headers=[("host", "x")]))
+    client.send(h11.EndOfMessage())
+    client.receive_data(raw)
+    response = client.next_event()
+    assert isinstance(response, h11.Response)
+    body = b""
+    while True:
+        event = client.next_event()
+        if isinstance(event, h11.Data):
+            body += event.data
+        else:
+            assert isinstance(event, h11.EndOfMessage)
+            return response, body
+
+
+def full(w: ResponseWriter, status: int, headers, *chunks: bytes, close: bool = False) -> bytes:
+    out = [w.head(status, headers, close=close)]
+    for chunk in chunks:
+        out += w.body(chunk)
+    out.append(w.end())
+    return b"".join(out)
+
+
+def test_chunked_when_no_length():
+    """No Content-Length to HTTP/1.1: chunked, parsed back intact, keep-alive."""
+    w = writer()
+    raw = full(w, 200, [(b"x-a", b"1")], b"ab", b"", b"cde")
+    response, body = client_reads(raw)
+    assert body == b"abcde"
+    assert (b"transfer-encoding", b"chunked") in list(response.headers)
+    assert w.keep_alive
+    assert w.state is ResponseState.DONE
+
+
+def test_content_length_framing():
+    """A Content-Length frames the body exactly."""
+    raw = full(writer(), 200, [(b"content-length", b"3")], b"a", b"bc")
+    assert client_reads(raw)[1] == b"abc"
+
+
+def test_too_much_and_too_little_body():
+    """A body longer or shorter than its Content-Length raises and ends keep-alive."""
+    w = writer()
+    w.head(200, [(b"content-length", b"1")], close=False)
+    with pytest.raises(ResponseError, match="Too much"):
+        w.body(b"ab")
+    assert not w.keep_alive
+    w = writer()
+    w.head(200, [(b"content-length", b"5")], close=False)
+    w.body(b"ab")
+    with pytest.raises(ResponseError, match="Too little"):
+        w.end()
+    assert not w.keep_alive
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "headers", "kept", "dropped"),
+    [
+        (b"HEAD", 200, [(b"content-length", b"10")], [b"content-length"], []),
+        (b"HEAD", 200, [], [b"transfer-encoding"], []),
+        (b"GET", 204, [(b"content-length", b"10")], [], [b"content-length"]),
+        (b"GET", 304, [(b"content-length", b"10")], [b"content-length"], [b"transfer-encoding"]),
+    ],
+)
+def test_no_body_responses(method, status, headers, kept, dropped):
+    """HEAD, 204 and 304 carry no body; framing headers follow RFC 9110."""
+    w = writer(method)
+    raw = full(w, status, headers, b"ignored body")
+    assert raw.endswith(b"\r\n\r\n")
+    head = raw.lower()
+    for name in kept:
+        assert b"\r\n" + name + b":" in head
+    for name in dropped:
+        assert b"\r\n" + name + b":" not in head
+    assert client_reads(raw, method.decode())[1] == b""
+    assert w.keep_alive
+
+
+def test_http10_is_close_delimited():
+    """HTTP/1.0 without a length: no chunking, Connection: close, no keep-alive."""
+    w = writer(version=b"1.0")
+    raw = full(w, 200, [], b"abc")
+    assert raw.endswith(b"\r\n\r\nabc")
+    assert b"connection: close" in raw
+    assert b"transfer-encoding" not in raw
+    assert not w.keep_alive
+
+
+@pytest.mark.parametrize(
+    ("keep_alive", "close", "headers"),
+    [
+        (False, False, []),
+        (True, True, []),
+        (True, False, [(b"Connection", b"Keep-Alive, Close")]),
+    ],
+)
+def test_connection_close(keep_alive, close, headers):
+    """Client close, forced close, or the app's own close all end keep-alive, once."""
+    w = writer(keep_alive=keep_alive)
+    raw = full(w, 200, [(b"content-length", b"0"), *headers], close=close)
+    assert raw.lower().count(b"connection:") == 1
+    assert b"connection: close\r\n" in raw
+    assert not w.keep_alive
+
+
+def test_app_connection_header_without_close_is_dropped():
+    """The app's Connection header never contradicts the server's framing."""
+    raw = full(writer(), 200, [(b"content-length", b"0"), (b"connection", b"keep-alive")])
+    assert b"connection" not in raw.lower()
+
+
+def test_app_transfer_encoding_is_ignored():
+    """The server frames the body; the app's Transfer-Encoding is dropped."""
+    raw = full(writer(), 200, [(b"transfer-encoding", b"gzip")], b"x")
+    assert b"gzip" not in raw
+    assert client_reads(raw)[1] == b"x"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"x-evil\r\nset-cookie", b"1")],
+        [(b"bad name", b"1")],
+        [(b"", b"1")],
+        [(b"x", b"a\r\nInjected: 1")],
+        [(b"x", b"nul\x00")],
+        [("x", b"1")],
+        [(b"x", "1")],
+        [(b"content-length", b"-1")],
+        [(b"content-length", b"1"), (b"content-length", b"2")],
+    ],
+)
+def test_invalid_heads_raise(headers):
+    """Response splitting and bad framing headers raise before anything is written."""
+    w = writer()
+    with pytest.raises(ResponseError):
+        w.head(200, headers, close=False)
+    assert w.state is ResponseState.IDLE
+
+
+def test_identical_duplicate_content_length_is_fine():
+    """Two equal Content-Length headers are one length."""
+    raw = full(writer(), 200, [(b"content-length", b"1"), (b"content-length", b"1")], b"x")
+    assert client_reads(raw)[1] == b"x"
+
+
+@pytest.mark.parametrize("status", [100, 101, 199, 1000])
+def test_non_final_status_refused(status):
+    """Only final statuses (200-999) can be a response."""
+    with pytest.raises(ResponseError, match="final"):
+        writer().head(status, [], close=False)
+
+
+def test_misuse_raises():
+    """Two heads, a body before the head, an end outside the response: all raise."""
+    w = writer()
+    with pytest.raises(ResponseError):
+        w.body(b"x")
+    with pytest.raises(ResponseError):
+        w.end()
+    w.head(200, [], close=False)
+    with pytest.raises(ResponseError):
+        w.head(200, [], close=False)
+    w.end()
+    with pytest.raises(ResponseError):
+        w.body(b"x")
+
+
+def test_unknown_status_has_empty_reason():
+    """A status with no registered phrase still makes a valid status line."""
+    raw = full(writer(), 599, [(b"content-length", b"0")])
+    assert raw.startswith(b"HTTP/1.1 599 \r\n")
+    assert client_reads(raw)[0].status_code == 599
