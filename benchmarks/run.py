@@ -655,13 +655,13 @@ def hup_under_load(ctx: Context, running: Running, duration: float) -> dict[str,
 # -- one round --------------------------------------------------------------------------------
 
 
-def one_round(ctx: Context, server: Server, workers: int) -> dict[str, Any]:
-    """Start ``server``, measure everything once, stop it.
+def start_and_probe(ctx: Context, server: Server, workers: int) -> tuple[Running, dict[str, Any]]:
+    """Start ``server``; measure start-up and idle memory; check every endpoint.
 
     Raises:
-        NotAvailable: if the server does not start or fails the HTTP checks.
+        NotAvailable: if the server does not start or fails the HTTP checks (it is
+            stopped first).
     """
-    args = ctx.args
     running = start(ctx, server, workers, APP, [])
     result: dict[str, Any] = {"startup_ms": running.startup_ms}
     try:
@@ -676,26 +676,78 @@ def one_round(ctx: Context, server: Server, workers: int) -> dict[str, Any]:
         problems, ws_ok = check(ctx, running)
         if problems:
             raise NotAvailable("; ".join(problems) + f"\n{running.log_tail(5)}")
-        run_wrk(ctx, running, "/", args.warmup)
-        result["hello"] = run_wrk(ctx, running, "/", args.duration)
-        result["echo"] = run_wrk(ctx, running, "/echo", args.duration, ctx.lua_echo)
-        result["stream"] = run_wrk(ctx, running, "/stream", args.duration)
-        if ws_ok:
-            result["ws"] = run_ws(ctx, running, args.duration, WS_CONNECTIONS)
-        else:
+        if not ws_ok:
             result["ws_na"] = (
                 "n/a (no WebSocket yet)" if server.is_corral else "n/a (WebSocket check failed)"
             )
-        loads = [result[k] for k in ("hello", "echo", "stream", "ws") if k in result]
-        result["wait_pct_max"] = max(load["wait_pct"] for load in loads)
-        result["other_cpu_pct_max"] = max(load.get("other_cpu_pct", 0.0) for load in loads)
-        if server.hup(workers):
-            result["hup"] = hup_under_load(ctx, running, args.hup_duration)
-        if running.proc.poll() is not None:
-            result["died"] = f"exited with {running.proc.returncode} during the run"
-    finally:
+        run_wrk(ctx, running, "/", ctx.args.warmup)
+    except BaseException:
         stop(running)
-    return result
+        raise
+    return running, result
+
+
+def run_load(ctx: Context, running: Running, load: str, result: dict[str, Any]) -> None:
+    """Run one load (hello, echo, stream, ws) against a started server into ``result``."""
+    duration = ctx.args.duration
+    if load == "hello":
+        result["hello"] = run_wrk(ctx, running, "/", duration)
+    elif load == "echo":
+        result["echo"] = run_wrk(ctx, running, "/echo", duration, ctx.lua_echo)
+    elif load == "stream":
+        result["stream"] = run_wrk(ctx, running, "/stream", duration)
+    elif "ws_na" not in result:
+        result["ws"] = run_ws(ctx, running, duration, WS_CONNECTIONS)
+
+
+LOADS = ("hello", "echo", "stream", "ws")
+
+
+def one_round(
+    ctx: Context, names: list[str], unavailable: dict[str, str]
+) -> dict[str, dict[str, Any]]:
+    """Start every server, run each load across them in turn, HUP them, stop them.
+
+    All servers are up at once (idle ones cost nothing), and each load runs on every
+    server back to back, so a busy spell of the machine hits them alike. Servers that
+    do not start are added to ``unavailable``.
+    """
+    log, workers = ctx.log, ctx.args.workers
+    running: dict[str, Running] = {}
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for name in names:
+            try:
+                running[name], results[name] = start_and_probe(ctx, SERVERS[name], workers)
+            except NotAvailable as exc:
+                unavailable[name] = "not available: " + " ".join(str(exc).split())[:300]
+                log(f"  {unavailable[name]}")
+                continue
+            log(f"  {name} started in {results[name]['startup_ms']:.0f} ms")
+        for load in LOADS:
+            for name, server in running.items():
+                try:
+                    run_load(ctx, server, load, results[name])
+                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                    results[name].setdefault("errors", []).append(f"{load}: {exc}")
+        for name, server in running.items():
+            result = results[name]
+            loads = [result[k] for k in LOADS if k in result]
+            if loads:
+                result["wait_pct_max"] = max(load["wait_pct"] for load in loads)
+                result["other_cpu_pct_max"] = max(load.get("other_cpu_pct", 0.0) for load in loads)
+            if SERVERS[name].hup(workers):
+                try:
+                    result["hup"] = hup_under_load(ctx, server, ctx.args.hup_duration)
+                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                    result.setdefault("errors", []).append(f"HUP: {exc}")
+            if server.proc.poll() is not None:
+                result["died"] = f"exited with {server.proc.returncode} during the run"
+            log(f"  {name}: {_brief(result)}")
+    finally:
+        for server in running.values():
+            stop(server)
+    return results
 
 
 def preload_memory(ctx: Context, workers: int) -> list[dict[str, Any]]:
@@ -1048,6 +1100,7 @@ def render(
         out += ["### Not available", ""]
         out += [f"- {n}: {reason}" for n, reason in unavailable.items()] + [""]
     died = [f"- {n}: {r['died']}" for n in names for r in results[n] if "died" in r]
+    died += [f"- {n}: {e}" for n in names for r in results[n] for e in r.get("errors", [])]
     if died:
         out += ["### Problems during the run", "", *died, ""]
 
@@ -1260,23 +1313,16 @@ def main(argv: list[str] | None = None) -> int:
             server = SERVERS[name]
             if server.module not in versions or not Path(server.argv(0, 1, APP)[0]).exists():
                 unavailable[name] = f"not available ({server.module} is not installed)"
+        names = [n for n in args.servers if n not in unavailable]
         for rep in range(args.repeat):
-            for name in args.servers:
-                if name in unavailable:
-                    continue
-                log(f"run {rep + 1}/{args.repeat}: {name}")
-                try:
-                    result = one_round(ctx, SERVERS[name], args.workers)
-                except NotAvailable as exc:
-                    unavailable[name] = "not available: " + " ".join(str(exc).split())[:300]
-                    log(f"  {unavailable[name]}")
-                    results[name] = []
-                    continue
-                except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                    log(f"  {name}: this run failed: {exc}")
-                    continue
+            # Rotate the order so that no server always runs first or last.
+            shift = rep % len(names) if names else 0
+            order = [n for n in names[shift:] + names[:shift] if n not in unavailable]
+            log(f"run {rep + 1}/{args.repeat}: {', '.join(order)}")
+            for name, result in one_round(ctx, order, unavailable).items():
                 results[name].append(result)
-                log("  " + _brief(result))
+        for name in unavailable:
+            results[name] = []
         preload = []
         if "corral" in args.servers and "corral" not in unavailable and not args.no_preload:
             log("corral --preload memory")
