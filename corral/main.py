@@ -82,6 +82,7 @@ def serve(loaded: LoadedConfig, cli: Mapping[str, object], config_file: str | No
     same sources. After a USR2 re-exec this runs again in the same process: the sockets
     and workers of the previous program are adopted instead of bound and forked.
     """
+    from corral.supervisor.envfile import EnvFile
     from corral.supervisor.handover import inherited_workers
     from corral.supervisor.loop import Master, exit_code_name
     from corral.supervisor.sockets import BindFailed, bind_all, inherited_listeners
@@ -93,12 +94,12 @@ def serve(loaded: LoadedConfig, cli: Mapping[str, object], config_file: str | No
     except ValueError as exc:
         print(f"corral: error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
-    if config.env_file is not None:
-        try:
-            os.environ.update(load_env_file(config.env_file))
-        except ConfigError as exc:
-            logger.error("%s", exc)
-            return ExitCode.USAGE
+    env_file = EnvFile()  # read again before each new generation (loop.py)
+    try:
+        env_file.load(config.env_file)
+    except ConfigError as exc:
+        logger.error("%s", exc)
+        return ExitCode.USAGE
     if config.pid is not None:
         try:
             write_pidfile(config.pid)
@@ -117,7 +118,7 @@ def serve(loaded: LoadedConfig, cli: Mapping[str, object], config_file: str | No
             logger.error("%s", exc)
             return ExitCode.BIND
         app = None
-        if config.preload:
+        if config.preload and not config.reload:
             try:
                 app = load_app(config.app, factory=config.factory, app_dir=config.app_dir)
             except Exception as exc:
@@ -139,12 +140,19 @@ def serve(loaded: LoadedConfig, cli: Mapping[str, object], config_file: str | No
             config.workers,
             "" if config.workers == 1 else "s",
         )
+        watcher = None
+        if config.reload:
+            from corral.supervisor.reloader import development_reloader
+
+            watcher = development_reloader(config, [li.url() for li in listeners])
         master = Master(
             loaded,
             listeners,
             reload_config=lambda: load_config(cli, config_path=config_file),
             app=app,
             inherited=adopted,
+            watcher=watcher,
+            env_file=env_file,
         )
         try:
             code = master.run()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, final
 
 from corral.config.binds import BindError, parse_bind
-from corral.config.options import SPECS, Config, Kind, OptionSpec
+from corral.config.options import RELOAD_DEFAULTS, SPECS, Config, Kind, OptionSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -193,6 +193,11 @@ def load_config(
         values[name] = parse_value(name, raw, f"command line {flag_name(name)}")
         sources[name] = f"command line {flag_name(name)}"
 
+    if values.get("reload"):
+        for name, value in RELOAD_DEFAULTS.items():
+            if name not in values:
+                values[name] = value
+                sources[name] = f"{DEFAULT_SOURCE} with --reload"
     config = Config(**values)
     validate(config, sources)
     return LoadedConfig(config, sources, file_path)

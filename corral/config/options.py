@@ -120,7 +120,8 @@ class Config:
     )
     env_file: str | None = option(
         None,
-        "File of KEY=VALUE lines added to the workers' environment.",
+        "File of KEY=VALUE lines added to the workers' environment; read again before "
+        "each new generation (HUP, --reload).",
         S,
         SERVER,
         nullable=True,
@@ -181,14 +182,15 @@ class Config:
     preload: bool = option(False, "Import the app in the master before forking.", B, WORKERS)
     graceful_timeout: float = option(
         30.0,
-        "Seconds to drain on stop or reload before workers are killed.",
+        "Seconds to drain on stop or reload before workers are killed (5 with --reload).",
         F,
         WORKERS,
         minimum=0,
     )
     worker_timeout: float = option(
         60.0,
-        "Seconds of heartbeat silence before a worker is killed (0: never).",
+        "Seconds of heartbeat silence before a worker is killed (0: never; 0 with --reload, "
+        "so a worker paused at a breakpoint lives).",
         F,
         WORKERS,
         minimum=0,
@@ -324,9 +326,54 @@ class Config:
         metavar="FILE",
     )
 
+    # -- development reload ------------------------------------------------------------------
+    reload: bool = option(
+        False,
+        "Development: start new workers when a watched file changes; broken code is shown "
+        "as a 500 page with its traceback until the next save. Not for production.",
+        B,
+        RELOAD,
+    )
+    reload_dir: tuple[str, ...] = option(
+        (),
+        "Directory to watch with --reload (repeatable). Default: the current directory.",
+        L,
+        RELOAD,
+        metavar="DIR",
+    )
+    reload_include: tuple[str, ...] = option(
+        ("*.py",),
+        "Glob of files whose change reloads (repeatable), matched against the file name or "
+        "its path below the watched directory. *.py always counts unless excluded.",
+        L,
+        RELOAD,
+        metavar="GLOB",
+    )
+    reload_exclude: tuple[str, ...] = option(
+        (),
+        "Glob of files or directories never to watch (repeatable), on top of the built-in "
+        "ignores: VCS and cache directories, virtualenvs, node_modules, compiled and editor "
+        "files.",
+        L,
+        RELOAD,
+        metavar="GLOB",
+    )
+    reload_poll: bool = option(
+        False,
+        "Poll for changes instead of waiting for file system events (chosen automatically on "
+        "network and host-shared file systems, where events do not arrive).",
+        B,
+        RELOAD,
+    )
+
 
 #: Option name -> its declaration, in declaration order.
 SPECS: Final[dict[str, OptionSpec]] = {
     f.name: f.metadata["corral"] for f in dataclasses.fields(Config)
 }
 DEFAULTS: Final = Config()
+
+#: Defaults that differ under --reload (applied when the option was not given at all): a
+#: developer's Ctrl-C or save should not wait 30 s for a stream to end, and a worker
+#: paused at a breakpoint is not hung.
+RELOAD_DEFAULTS: Final[dict[str, object]] = {"graceful_timeout": 5.0, "worker_timeout": 0.0}

@@ -4,7 +4,9 @@ It turns what it observes (signals, worker pipe bytes, child exits, memory sampl
 clock) into events for :class:`~corral.supervisor.state.Supervisor` and carries out the
 actions that come back. Signal handlers only put the signal number on a
 ``queue.SimpleQueue``; the wakeup-fd pipe makes ``select`` return. Nothing logs, forks
-or reaps inside a handler.
+or reaps inside a handler. The ``--reload`` watcher's thread (``reloader.py``) is fed the
+same way: it queues a reason and writes a byte to that pipe; the loop turns the reasons
+into one ``ReloadRequested`` and re-reads ``--env-file`` before any new generation forks.
 
 Re-exec (USR2) is in ``handover.py``: the listening sockets and the worker pipes survive
 the exec, the new master adopts them, unblocks the signals the exec kept pending and
@@ -29,14 +31,16 @@ import queue
 import selectors
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import final
+from typing import Protocol, final
 
 from corral.config import Config, ConfigError, LoadedConfig
 from corral.lifecycle import ExitCode, WorkerMessage
 from corral.logs import reopen_log_files
+from corral.supervisor.envfile import EnvFile
 from corral.supervisor.events import (
     Action,
     ChildExited,
@@ -112,6 +116,16 @@ def settings_for(config: Config) -> SupervisorSettings:
     )
 
 
+class Watcher(Protocol):
+    """The development reloader as the master sees it (``corral.supervisor.reloader``)."""
+
+    def start(self, request: Callable[[str], None]) -> None:
+        """Start watching in a thread that calls ``request(reason)`` for each change."""
+
+    def stop(self) -> None:
+        """Stop the thread and wait for it; after this ``request`` is not called again."""
+
+
 @final
 class Master:
     """Runs one server until it exits; :meth:`run` returns the exit code."""
@@ -124,6 +138,8 @@ class Master:
         reload_config: Callable[[], LoadedConfig],
         app: ASGIApp | None = None,
         inherited: list[InheritedWorker] | None = None,
+        watcher: Watcher | None = None,
+        env_file: EnvFile | None = None,
     ) -> None:
         self.config = loaded.config
         self.listeners = listeners
@@ -136,6 +152,14 @@ class Master:
         self._notifier = Notifier()
         self._next_watchdog = 0.0
         self._next_sample = 0.0
+        self._env_file = env_file
+        # The reloader's thread queues reasons here. The lock orders its writes to the
+        # wakeup pipe before the loop closes that pipe (or execs): nothing is written to
+        # an fd number that may have been reused.
+        self._watcher = watcher
+        self._reload_requests: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._requests_lock = threading.Lock()
+        self._accepting_requests = False
         inherited = inherited or []
         for record in inherited:
             if record.pipe_fd >= 0:
@@ -174,6 +198,7 @@ class Master:
         self._install_signals()
         set_process_title(f"corral master [{self.config.app}]")
         try:
+            self._start_watcher()
             code = self._execute(self.supervisor.start())
             while code is None:
                 self._wait()
@@ -184,6 +209,7 @@ class Master:
                     code = self._execute(self.supervisor.handle(event))
                 self._watchdog()
         finally:
+            self._stop_watcher()
             self._restore_signals()
             self._notifier.close()
             for fd in self._pipes.values():
@@ -203,7 +229,7 @@ class Master:
             timeout = min(timeout, max(0.0, self._next_watchdog - now))
         if self.config.max_worker_memory:
             timeout = min(timeout, max(0.0, self._next_sample - now))
-        if not self._signals.empty():
+        if not self._signals.empty() or not self._reload_requests.empty():
             timeout = 0.0
         for key, _ in self._selector.select(timeout):
             if key.data is None:
@@ -221,6 +247,15 @@ class Master:
                 events.append(self._reread_config())
             else:
                 events.append(SignalReceived(signum))
+        reasons: list[str] = []
+        while not self._reload_requests.empty():
+            reasons.append(self._reload_requests.get_nowait())
+        if reasons:
+            # Changes seen since the last iteration make one new generation.
+            events.append(ReloadRequested("; ".join(dict.fromkeys(reasons))))
+        if self._env_file is not None and any(isinstance(e, ReloadRequested) for e in events):
+            # Before the new generation forks: its workers see the env file as it is now.
+            self._env_file.reload(self.config.env_file)
         for pid, fd in list(self._pipes.items()):
             events.extend(self._read_pipe(pid, fd))
         events.extend(self._reap())
@@ -343,9 +378,34 @@ class Master:
 
     def _reexec(self) -> None:
         """Replace this program by a fresh copy of itself (same pid); return only on failure."""
+        self._stop_watcher()  # no thread across the exec: the new program starts its own
         error = reexec(self.listeners, self.supervisor.workers(), self._pipes, HANDLED_SIGNALS)
         logger.error("re-exec failed (%s); this master carries on", error)
+        self._start_watcher()
         self._notifier.notify("READY=1")
+
+    # -- the reloader -------------------------------------------------------------------------
+
+    def _start_watcher(self) -> None:
+        if self._watcher is not None:
+            with self._requests_lock:
+                self._accepting_requests = True
+            self._watcher.start(self._request_reload)
+
+    def _stop_watcher(self) -> None:
+        if self._watcher is not None:
+            with self._requests_lock:
+                self._accepting_requests = False
+            self._watcher.stop()
+
+    def _request_reload(self, reason: str) -> None:
+        """The reloader's callback, run in its thread: queue ``reason``, wake the loop."""
+        with self._requests_lock:
+            if not self._accepting_requests:
+                return
+            self._reload_requests.put_nowait(reason)
+            with contextlib.suppress(BlockingIOError):  # full: the loop wakes anyway
+                os.write(self._wake_w, b"\0")
 
     def _spawn(self, action: Spawn) -> Event:
         read_fd, write_fd = os.pipe()

@@ -24,9 +24,13 @@ class Lifespan:
     Call :meth:`startup` once before serving and :meth:`shutdown` once after.
     """
 
-    def __init__(self, app: ASGIApp, mode: str) -> None:
+    def __init__(self, app: ASGIApp, mode: str, *, log_failures: bool = True) -> None:
         self._app = app
         self._mode = mode
+        #: Log a startup failure here (False: the caller reports it, as --reload does).
+        self._log_failures = log_failures
+        #: What the app raised if startup failed that way (for --reload's error page).
+        self.startup_error: BaseException | None = None
         #: The lifespan state; every request scope gets a shallow copy.
         self.state: dict[str, Any] = {}
         self._inbox: asyncio.Queue[Message] = asyncio.Queue()
@@ -47,9 +51,15 @@ class Lifespan:
         await self._inbox.put({"type": "lifespan.startup"})
         await self._startup_done.wait()
         if self._failure is not None:
-            logger.error("lifespan startup failed: %s", self._failure)
+            if self._log_failures:
+                logger.error("lifespan startup failed: %s", self._failure)
             return False
         return True
+
+    @property
+    def failure(self) -> str | None:
+        """Why startup (or shutdown) failed, in one line; None if it did not."""
+        return self._failure
 
     async def shutdown(self) -> None:
         """Run shutdown, if startup ran and the app supports lifespan."""
@@ -71,7 +81,9 @@ class Lifespan:
                     logger.info("ASGI lifespan not supported by the app; continuing without it")
                 else:
                     self._fail(f"the app raised {exc!r}")
-                    logger.error("exception in lifespan startup", exc_info=exc)
+                    self.startup_error = exc
+                    if self._log_failures:
+                        logger.error("exception in lifespan startup", exc_info=exc)
             elif self._shutdown_requested and not self._shutdown_done.is_set():
                 self._fail(f"the app raised {exc!r}")
                 logger.error("exception in lifespan shutdown", exc_info=exc)

@@ -19,8 +19,13 @@ Rules (ASGI spec and RFC 6455):
 * ``send`` after the connection closed raises :class:`ClientDisconnected` (an OSError).
 * ``websocket.disconnect`` carries the peer's code (1005 if its Close had none, 1006 for
   a drop without a Close) and reason.
-* On a drain the client gets 1001 (stop) or 1012 (reload) and the app a disconnect.
-* Reading pauses while the app has :data:`MAX_QUEUED_MESSAGES` messages unread.
+* On a drain the client gets 1001 (stop) or 1012 (reload) and the app a disconnect,
+  after :data:`DRAIN_GRACE_S`; a session the app accepts during the drain too.
+* Reading pauses while the app has :data:`MAX_QUEUED_MESSAGES` messages unread;
+  ``send`` waits while the transport's write buffer is over its high-water mark. Bytes
+  that bypass that (Pongs, one huge message) are bounded by
+  :data:`OUTBOUND_BUFFER_MESSAGES` maximum messages (1008 past it), and a connection
+  closing with unsent bytes is cut after --timeout-write (the adapter's WRITE deadline).
 """
 
 from __future__ import annotations
@@ -68,9 +73,23 @@ class SessionState(enum.Enum):
     CLOSED = "closed"
 
 
+#: Unsent bytes a session may hold, in maximum messages (the core fails the connection
+#: with 1008 past it). Flow control stops a well-behaved app long before; this bounds
+#: what bypasses it: Pongs to a ping flood, one huge message to a client that stopped
+#: reading. Four leaves room to echo one maximum message to a slow reader.
+OUTBOUND_BUFFER_MESSAGES = 4
+
+#: The smallest message size the outbound bound is computed from, so that an app with a
+#: small --ws-max-size may still send bigger messages than it accepts.
+OUTBOUND_BUFFER_FLOOR_BYTES = 1024 * 1024
+
+
 def websocket_limits(config: Config) -> WebSocketLimits:
+    """The core's limits from the --ws-* options."""
     return WebSocketLimits(
         max_message_size=config.ws_max_size,
+        max_outbound_buffer=OUTBOUND_BUFFER_MESSAGES
+        * max(config.ws_max_size, OUTBOUND_BUFFER_FLOOR_BYTES),
         per_message_deflate=config.ws_per_message_deflate,
         ping_interval_s=config.ws_ping_interval or None,
         ping_timeout_s=config.ws_ping_timeout or None,
@@ -94,14 +113,13 @@ class WebSocketSession:
     """The app's ``receive``/``send`` pair for one WebSocket connection."""
 
     __slots__ = (
-        "_admitted",
         "_conn",
         "_connect_delivered",
         "_core",
         "_disconnect",
+        "_drain_code",
         "_inbox",
         "_paused",
-        "_task",
         "_timer",
         "_timer_at",
         "_waiter",
@@ -118,38 +136,40 @@ class WebSocketSession:
         self._disconnect: Message | None = None
         self._connect_delivered = False
         self._paused = False
-        self._admitted = False
-        self._task: asyncio.Task[None] | None = None
+        self._drain_code = 0  # set by a drain that found the app still deciding
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         scope = http_scope(conn, event.request)
         del scope["method"]
         scope["type"] = "websocket"
-        scope["scheme"] = "wss" if conn.server.scheme == "https" else "ws"
+        # http_scope chose http or https (TLS, or a trusted proxy's forwarding headers).
+        scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"
         scope["subprotocols"] = self._core.subprotocols
-        scope["extensions"] = {"websocket.http.response": {}}
+        # Kept: the tls extension http_scope added on a TLS connection.
+        scope["extensions"] = {**scope.get("extensions", {}), "websocket.http.response": {}}
         self.scope = scope
 
     def start(self) -> None:
         conn = self._conn
         conn.websocket = self
         core = self._core
+        server = conn.server
         if core.error_status_hint is not None:
             # A bad handshake: the core queued the HTTP refusal; the app never runs.
             logger.info("refused a WebSocket handshake: %s", core.error_reason)
-            self._flush()
-            self._finish()
-            return
-        server = conn.server
-        if server.draining or not server.admit():
+        elif server.draining or not server.admit():
             # Over --limit-concurrency (uvicorn lets upgrades bypass it), or going away.
             core.reject(503, [(b"retry-after", b"1")], b"503 Service Unavailable\n")
-            self._flush()
-            self._finish()
+            self._log(503)
+        else:
+            # asyncio keeps only weak references to tasks: the server holds ours.
+            task = conn.loop.create_task(self._run(server.app))
+            server.tasks.add(task)
+            task.add_done_callback(server.tasks.discard)
             return
-        self._admitted = True
-        # asyncio keeps only weak references to tasks: hold ours until it ends.
-        self._task = conn.loop.create_task(self._run(server.app))
+        # Refused: the core queued the whole response and is CLOSED; write it and close.
+        self.state = SessionState.CLOSED
+        self._flush()
 
     # -- bytes from the connection ----------------------------------------------------------
 
@@ -163,8 +183,10 @@ class WebSocketSession:
         return None
 
     def connection_lost(self) -> None:
-        if self._disconnect is None:
-            self._disconnect = {"type": "websocket.disconnect", "code": 1006, "reason": ""}
+        # A reset comes without an EOF: end the core too (a no-op once it is CLOSED), so
+        # the app's disconnect is 1006 and its next send raises ClientDisconnected.
+        self._core.receive_eof()
+        self._after_input()
         self._end()
 
     def shutdown(self) -> None:
@@ -172,8 +194,9 @@ class WebSocketSession:
         code = self._conn.server.close_code or 1001
         if self.state is SessionState.CONNECTED:
             self._conn.loop.call_later(DRAIN_GRACE_S, self._close_for_drain, code)
-        elif self.state is SessionState.HANDSHAKE and self._connect_delivered:
-            pass  # the app is deciding; its answer (or the graceful deadline) ends it
+        elif self.state is SessionState.HANDSHAKE:
+            # The app is deciding: a refusal ends it; an accept starts the same grace.
+            self._drain_code = code
 
     def _close_for_drain(self, code: int) -> None:
         if self.state is not SessionState.CONNECTED:
@@ -181,9 +204,8 @@ class WebSocketSession:
         try:
             self._core.send_close(code, "server shutting down" if code == 1001 else "")
         except LocalProtocolError:
-            return
-        if self._disconnect is None:
-            self._disconnect = {"type": "websocket.disconnect", "code": code, "reason": ""}
+            return  # the peer's Close or a failure ended the connection first
+        self._disconnect = {"type": "websocket.disconnect", "code": code, "reason": ""}
         self._flush()
         self._wake()
 
@@ -202,8 +224,8 @@ class WebSocketSession:
         if len(self._inbox) >= MAX_QUEUED_MESSAGES and not self._paused:
             self._paused = True
             transport = self._conn.transport
-            if transport is not None:
-                transport.pause_reading()
+            assert transport is not None  # set in connection_made, never unset
+            transport.pause_reading()
         self._flush()
         self._wake()
 
@@ -223,9 +245,7 @@ class WebSocketSession:
         else:
             self._abort_app(1000)
         finally:
-            if self._admitted:
-                self._admitted = False
-                self._conn.server.release()
+            self._conn.server.release()  # the slot start() took with admit()
             self._end()
 
     def _abort_app(self, code: int) -> None:
@@ -256,7 +276,8 @@ class WebSocketSession:
             if self._paused and len(self._inbox) < MAX_QUEUED_MESSAGES // 2:
                 self._paused = False
                 transport = self._conn.transport
-                if transport is not None and not transport.is_closing():
+                assert transport is not None  # set in connection_made, never unset
+                if not transport.is_closing():
                     transport.resume_reading()
             return message
         assert self._disconnect is not None
@@ -285,6 +306,10 @@ class WebSocketSession:
                 core.accept(message.get("subprotocol"), headers + self._extra_headers(headers))
                 self.state = SessionState.CONNECTED
                 self._log(101)
+                if self._drain_code:
+                    self._conn.loop.call_later(
+                        DRAIN_GRACE_S, self._close_for_drain, self._drain_code
+                    )
             elif kind == "websocket.close" and state is SessionState.HANDSHAKE:
                 core.reject(403, [], b"")
                 self.state = SessionState.CLOSED
@@ -342,7 +367,7 @@ class WebSocketSession:
                 self._after_input()
                 return
         if core.close_expected():
-            transport.close()
+            conn.close()  # the WRITE deadline cuts a client that never reads the rest
             return
         self._schedule_tick()
 
@@ -350,22 +375,21 @@ class WebSocketSession:
         deadline = self._core.next_deadline()
         if deadline is None:
             return
+        timer = self._timer
+        if timer is not None:
+            if self._timer_at <= deadline:
+                return  # the common case: the armed timer fires first and re-arms itself
+            timer.cancel()
         loop = self._conn.loop
         now = loop.time()
         if deadline < now:
             deadline = now  # -inf: the core wants a tick as soon as possible
-        if self._timer is not None and self._timer_at <= deadline:
-            return  # the armed timer fires first and re-arms itself
-        if self._timer is not None:
-            self._timer.cancel()
         self._timer_at = deadline
         self._timer = loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = float("inf")
-        if self.state is SessionState.CLOSED and self._core.state is WebSocketState.CLOSED:
-            return
         self._core.tick(self._conn.loop.time())
         self._after_input()
 
@@ -381,10 +405,3 @@ class WebSocketSession:
             self._timer.cancel()
             self._timer = None
         self._wake()
-
-    def _finish(self) -> None:
-        self.state = SessionState.CLOSED
-        self._end()
-        transport = self._conn.transport
-        if transport is not None and not transport.is_closing() and self._core.close_expected():
-            transport.close()

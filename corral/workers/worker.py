@@ -40,6 +40,7 @@ from corral.lifecycle import ExitCode, WorkerMessage, WorkerSignal
 from corral.logs import reopen_log_files
 from corral.workers.app import AppLoadError, load_app
 from corral.workers.connection import HTTPConnection
+from corral.workers.devserver import ErrorPage, lifespan_error_page, load_or_error_page
 from corral.workers.lifespan import Lifespan
 from corral.workers.server import SWEEP_INTERVAL_S, WorkerServer
 from corral.workers.types import ASGIApp
@@ -167,6 +168,7 @@ class Worker:
         self._idle = asyncio.Event()
         self._stopping_code = 0  # WebSocket close code of the drain, once stopping
         self._force = False
+        self._interrupted = False  # a SIGINT arrived (Ctrl-C reaches master and workers)
         self._last_heartbeat = 0.0
         self._recycle_after = 0
         if config.max_requests:
@@ -187,6 +189,9 @@ class Worker:
     async def main(self) -> int:
         config = self.config
         app = self.ctx.app
+        if app is None and config.reload:
+            # --reload: broken code is served as a 500 page, never an exit (devserver.py).
+            app = load_or_error_page(config, self.ctx.slot)
         if app is None:
             try:
                 app = load_app(config.app, factory=config.factory, app_dir=config.app_dir)
@@ -196,10 +201,15 @@ class Worker:
             except Exception:
                 logger.exception("cannot load the application %s", config.app)
                 return ExitCode.APP_IMPORT
-        lifespan = Lifespan(app, config.lifespan)
+        mode = "off" if isinstance(app, ErrorPage) else config.lifespan
+        lifespan = Lifespan(app, mode, log_failures=not config.reload)
         self._install_signals()
         if not await lifespan.startup():
-            return ExitCode.LIFESPAN
+            if not config.reload:
+                return ExitCode.LIFESPAN
+            # The failed lifespan task (if still running) is cancelled by the drain.
+            app = lifespan_error_page(lifespan, self.ctx.slot)
+            lifespan = Lifespan(app, "off")
         if self._stop.is_set():
             await lifespan.shutdown()
             return ExitCode.OK
@@ -243,10 +253,13 @@ class Worker:
             self._stop.set()
 
     def _handle_int(self) -> None:
-        # asyncio.Runner's rule: the first Ctrl-C drains, the second one forces.
-        if self._stopping_code:
+        # asyncio.Runner's rule: the first Ctrl-C drains, the second one forces. Counted
+        # apart from TERM: a terminal's Ctrl-C reaches the worker and the master, whose
+        # STOP (TERM) may come first; that is still one Ctrl-C.
+        if self._interrupted:
             self._handle_quit()
         else:
+            self._interrupted = True
             self._handle_stop(CLOSE_GOING_AWAY)
 
     def _handle_quit(self) -> None:
