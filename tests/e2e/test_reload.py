@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import signal
 import socket
 from pathlib import Path
@@ -219,11 +220,12 @@ def test_changes_outside_the_reload_dirs_do_not_reload(tmp_path: Path):
         srv.wait_for_line("generation 2 READY")
         write_app(src, "counted")
         wait_for_body(srv, "counted -", "the edited app")
-    # The new file may be seen twice (found by the rescan, then its write as an event).
-    reasons = [r.split(")")[0] for r in reload_reasons(srv)]
-    assert reasons[0] == "changed: pkg/mod.py"
-    assert reasons[-1] == "changed: app.py"
-    assert set(reasons) == {"changed: pkg/mod.py", "changed: app.py"}
+    # The new file may be seen twice (found by the rescan, then its write as an event),
+    # and that second report may share a reload with the edit.
+    reasons = [re.findall(r"[\w/]+\.py", r.split(")")[0]) for r in reload_reasons(srv)]
+    assert reasons[0] == ["pkg/mod.py"]
+    assert "app.py" in reasons[-1]
+    assert {name for names in reasons for name in names} == {"pkg/mod.py", "app.py"}
 
 
 def test_no_request_fails_during_a_reload_under_load(tmp_path: Path):

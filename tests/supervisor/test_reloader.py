@@ -304,10 +304,13 @@ def test_thread_watches_new_directories(
     (tmp_path / "pkg" / "sub").mkdir(parents=True)
     (tmp_path / "pkg" / "sub" / "mod.py").write_text("x = 1\n")
     assert reasons.get(timeout=REPORT_S) == "changed: pkg/sub/mod.py"
-    while not reasons.empty():
-        reasons.get()  # the write itself may be reported too
     (tmp_path / "pkg" / "new.py").write_text("y = 2\n")
-    assert reasons.get(timeout=REPORT_S) == "changed: pkg/new.py"
+    # The first file's write may be reported once more, as an event of the new watch
+    # (alone, or with the second file).
+    reason = reasons.get(timeout=REPORT_S)
+    if reason == "changed: pkg/sub/mod.py":
+        reason = reasons.get(timeout=REPORT_S)
+    assert reason in ("changed: pkg/new.py", "changed: pkg/new.py, pkg/sub/mod.py")
 
 
 def test_thread_watches_an_env_file_outside_the_roots(
