@@ -82,11 +82,15 @@ def serve(loaded: LoadedConfig, cli: Mapping[str, object], config_file: str | No
     same sources. After a USR2 re-exec this runs again in the same process: the sockets
     and workers of the previous program are adopted instead of bound and forked.
     """
+    from corral.config.loader import parse_mode
+    from corral.supervisor.activation import activated_listeners, other_binds
     from corral.supervisor.envfile import EnvFile
     from corral.supervisor.handover import inherited_workers
     from corral.supervisor.loop import Master, exit_code_name
     from corral.supervisor.sockets import BindFailed, bind_all, inherited_listeners
     from corral.workers.app import AppLoadError, load_app
+    from corral.workers.privileges import resolve_identity
+    from corral.workers.tls import load_server_tls
 
     config = loaded.config
     try:
@@ -97,6 +101,14 @@ def serve(loaded: LoadedConfig, cli: Mapping[str, object], config_file: str | No
     env_file = EnvFile()  # read again before each new generation (loop.py)
     try:
         env_file.load(config.env_file)
+    except ConfigError as exc:
+        logger.error("%s", exc)
+        return ExitCode.USAGE
+    try:
+        # Checked here so that a wrong user or an unreadable key is one line and exit 2,
+        # not a crash loop of workers. Each worker does both again for itself.
+        resolve_identity(config)
+        load_server_tls(config)
     except ConfigError as exc:
         logger.error("%s", exc)
         return ExitCode.USAGE
@@ -112,8 +124,11 @@ def serve(loaded: LoadedConfig, cli: Mapping[str, object], config_file: str | No
     listeners = []
     try:
         try:
+            listeners = activated_listeners(os.environ, inherited)
             specs = effective_binds(config.bind, config.host, config.port, config.uds, config.fd)
-            listeners = bind_all(specs, config.backlog, inherited)
+            uds_mode = None if config.uds_mode is None else parse_mode(config.uds_mode)
+            specs = other_binds(config, specs, listeners)
+            listeners += bind_all(specs, config.backlog, inherited, uds_mode=uds_mode)
         except BindFailed as exc:
             logger.error("%s", exc)
             return ExitCode.BIND
@@ -131,8 +146,12 @@ def serve(loaded: LoadedConfig, cli: Mapping[str, object], config_file: str | No
                 # Re-exec'd with workers that serve: exiting would kill them. Let the new
                 # workers fail to import instead, which abandons the hand-over.
                 logger.error("--preload failed after re-exec; the adopted workers keep serving")
+        scheme = "http" if config.ssl_certfile is None else "https"
         for listener in listeners:
-            logger.info("listening on %s", listener.url())
+            if listener.fdname is None:
+                logger.info("listening on %s", listener.url(scheme))
+            else:
+                logger.info("listening on %s (systemd: %s)", listener.url(scheme), listener.fdname)
         logger.info(
             "corral master %d serving %s with %d worker%s",
             os.getpid(),

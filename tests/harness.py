@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Multiplies every timeout in the tests (slow CI machines set CORRAL_TEST_TIME_FACTOR).
 TIME_FACTOR = float(os.environ.get("CORRAL_TEST_TIME_FACTOR", "1"))
 
-_LISTENING = re.compile(r"listening on (http://[^\s\"]+|unix:[^\s\"]+)")
+_LISTENING = re.compile(r"listening on (https?://[^\s\"]+|unix:[^\s\"]+)")
 _READY = re.compile(r"worker (\d+) \(slot (\d+), generation (\d+)\) READY")
 
 
@@ -50,8 +50,11 @@ class Server:
         bind_port: bool = True,
         wait_ready: bool = True,
         workers: int | None = None,
+        wrap: tuple[str, ...] = (),
     ) -> None:
-        argv = [sys.executable, "-m", "corral", *args]
+        # ``wrap`` runs the server under another program (systemd-socket-activate,
+        # unshare); that program's pid is then ``pid``.
+        argv = [*wrap, sys.executable, "-m", "corral", *args]
         if bind_port and not any(
             a.startswith(("--port", "--bind", "-b", "--uds", "--fd")) for a in args
         ):
@@ -123,8 +126,8 @@ class Server:
     def wait_ready(self, workers: int | None = None, timeout: float = 15) -> None:
         match = self.wait_for_line(_LISTENING, timeout)
         self.url = match.group(1)
-        if self.url.startswith("http://"):
-            hostport = self.url[len("http://") :]
+        if self.url.startswith(("http://", "https://")):
+            hostport = self.url.split("://", 1)[1]
             host, _, port = hostport.rpartition(":")
             self.host, self.port = host.strip("[]"), int(port)
         self.wait_for_line(r"generation \d+ READY", timeout)

@@ -8,6 +8,7 @@ came from, for ``--print-config`` and for error messages.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from collections.abc import Mapping
@@ -227,3 +228,49 @@ def validate(config: Config, sources: Mapping[str, str]) -> None:
             raise ConfigError(
                 f"invalid value for header ({sources['header']}): {text!r} is not 'Name: value'"
             )
+    _validate_deployment(config, sources)
+
+
+def parse_mode(text: str) -> int:
+    """File permission bits written in octal (``660``, ``0660``, ``0o660``).
+
+    Raises:
+        ValueError: if ``text`` is not an octal number from 0 to 0o777.
+    """
+    digits = text.strip().lower().removeprefix("0o")
+    try:
+        mode = int(digits, 8)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an octal mode such as 660") from None
+    if not 0 <= mode <= 0o777:
+        raise ValueError(f"{text!r} is not between 0 and 777")
+    return mode
+
+
+def _validate_deployment(config: Config, sources: Mapping[str, str]) -> None:
+    """Modes, TLS files that go together, and proxy trust entries (see ``validate``)."""
+
+    def fail(name: str, why: str) -> ConfigError:
+        return ConfigError(f"invalid value for {name} ({sources[name]}): {why}")
+
+    for name in ("uds_mode", "umask"):
+        text = getattr(config, name)
+        if text is not None:
+            try:
+                parse_mode(text)
+            except ValueError as exc:
+                raise fail(name, str(exc)) from None
+    if config.ssl_certfile is None:
+        for name in ("ssl_keyfile", "ssl_keyfile_password", "ssl_ca_certs", "ssl_ciphers"):
+            if getattr(config, name) is not None:
+                raise fail(name, "it needs --ssl-certfile")
+    if config.ssl_cert_reqs != "none" and config.ssl_ca_certs is None:
+        raise fail("ssl_cert_reqs", f"{config.ssl_cert_reqs!r} needs --ssl-ca-certs")
+    for text in config.forwarded_allow_ips:
+        if text in ("*", "unix"):
+            continue
+        try:
+            ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            why = f"{text!r} is not an IP address, a CIDR network, 'unix' or '*'"
+            raise fail("forwarded_allow_ips", why) from None

@@ -44,6 +44,8 @@ class OptionSpec:
     metavar: str = ""
     #: Environment variables read after ``CORRAL_<NAME>``, for compatibility.
     env_aliases: tuple[str, ...] = ()
+    #: Never shown by ``--print-config`` (a password).
+    secret: bool = False
 
 
 def option(
@@ -58,6 +60,7 @@ def option(
     nullable: bool = False,
     metavar: str = "",
     env_aliases: tuple[str, ...] = (),
+    secret: bool = False,
 ) -> Any:
     spec = OptionSpec(
         help=help,
@@ -69,6 +72,7 @@ def option(
         nullable=nullable,
         metavar=metavar,
         env_aliases=env_aliases,
+        secret=secret,
     )
     if isinstance(default, (list, tuple)):
         frozen = tuple(default)
@@ -78,6 +82,8 @@ def option(
 
 SERVER = "Application and server"
 BIND = "Binding"
+TLS = "TLS"
+PROXY = "Proxies"
 WORKERS = "Workers and supervision"
 HTTP = "HTTP"
 TIMEOUTS = "Timeouts"
@@ -168,6 +174,67 @@ class Config:
         nullable=True,
     )
     backlog: int = option(2048, "Listen backlog of each socket.", N, BIND, minimum=1)
+    uds_mode: str | None = option(
+        None,
+        "Permissions of the unix socket files corral creates, in octal (660, 0o666); "
+        "default: what the umask leaves.",
+        S,
+        BIND,
+        nullable=True,
+        metavar="MODE",
+    )
+
+    # -- TLS -----------------------------------------------------------------------------------
+    ssl_certfile: str | None = option(
+        None,
+        "Serve HTTPS/WSS with this PEM certificate (chain); read again by each new worker, "
+        "so HUP picks up a renewed one.",
+        S,
+        TLS,
+        nullable=True,
+        metavar="FILE",
+    )
+    ssl_keyfile: str | None = option(
+        None,
+        "PEM private key of --ssl-certfile (default: the key is in the certificate file).",
+        S,
+        TLS,
+        nullable=True,
+        metavar="FILE",
+    )
+    ssl_keyfile_password: str | None = option(
+        None,
+        "Password of an encrypted --ssl-keyfile (prefer the environment variable).",
+        S,
+        TLS,
+        nullable=True,
+        metavar="PASSWORD",
+        secret=True,
+    )
+    ssl_ca_certs: str | None = option(
+        None,
+        "PEM file of CA certificates that client certificates are verified against.",
+        S,
+        TLS,
+        nullable=True,
+        metavar="FILE",
+    )
+    ssl_cert_reqs: str = option(
+        "none",
+        "Client certificates: not asked for (none), verified if sent (optional), or "
+        "required (mutual TLS); optional and required need --ssl-ca-certs.",
+        C,
+        TLS,
+        choices=("none", "optional", "required"),
+    )
+    ssl_ciphers: str | None = option(
+        None,
+        "OpenSSL cipher list for TLS 1.2 and older (default: OpenSSL's secure defaults).",
+        S,
+        TLS,
+        nullable=True,
+        metavar="CIPHERS",
+    )
 
     # -- workers ---------------------------------------------------------------------------
     workers: int = option(
@@ -229,6 +296,30 @@ class Config:
     pid: str | None = option(
         None, "Write the master's PID to this file.", S, WORKERS, nullable=True, metavar="FILE"
     )
+    user: str | None = option(
+        None,
+        "Workers switch to this user (name or uid) after the sockets are bound; needs root.",
+        S,
+        WORKERS,
+        nullable=True,
+        metavar="USER",
+    )
+    group: str | None = option(
+        None,
+        "Workers switch to this group (name or gid); default: the --user's primary group.",
+        S,
+        WORKERS,
+        nullable=True,
+        metavar="GROUP",
+    )
+    umask: str | None = option(
+        None,
+        "The workers' umask, in octal (027, 0o077); default: inherited.",
+        S,
+        WORKERS,
+        nullable=True,
+        metavar="MASK",
+    )
 
     # -- HTTP ---------------------------------------------------------------------------------
     limit_concurrency: int | None = option(
@@ -249,6 +340,31 @@ class Config:
         HTTP,
         minimum=0,
         nullable=True,
+    )
+
+    # -- proxies -------------------------------------------------------------------------------
+    proxy_headers: bool = option(
+        False,
+        "Believe the forwarding headers of trusted proxies (--forwarded-allow-ips) for the "
+        "client address, scheme and host; strip them from everyone else.",
+        B,
+        PROXY,
+    )
+    forwarded_allow_ips: tuple[str, ...] = option(
+        ("127.0.0.1", "::1", "unix"),
+        "Trusted proxies: IP addresses, CIDR networks, 'unix' (unix-socket peers) or '*'.",
+        L,
+        PROXY,
+        metavar="ADDRS",
+        env_aliases=("FORWARDED_ALLOW_IPS",),
+    )
+    forwarded_headers: str = option(
+        "x-forwarded",
+        "Which headers the trusted proxies set: X-Forwarded-For/-Proto/-Host/-Port, or "
+        "RFC 7239 Forwarded. The other kind is stripped, never believed.",
+        C,
+        PROXY,
+        choices=("x-forwarded", "forwarded"),
     )
 
     # -- timeouts ---------------------------------------------------------------------------

@@ -26,9 +26,10 @@ def render(loaded: LoadedConfig) -> str:
     lines = []
     if loaded.config_file is not None:
         lines.append(f"# config file: {loaded.config_file}")
-    for name in SPECS:
+    for name, spec in SPECS.items():
         value = getattr(loaded.config, name)
-        lines.append(f"{name} = {_toml(value)}  # {loaded.sources[name]}")
+        shown = '"(hidden)"' if spec.secret and value is not None else _toml(value)
+        lines.append(f"{name} = {shown}  # {loaded.sources[name]}")
     return "\n".join(lines) + "\n"
 
 

@@ -65,7 +65,7 @@ from corral.supervisor.events import (
 from corral.supervisor.handover import InheritedWorker, reexec
 from corral.supervisor.policy import SupervisorSettings
 from corral.supervisor.sockets import Listener
-from corral.supervisor.state import Supervisor
+from corral.supervisor.state import State, Supervisor
 from corral.supervisor.systemd import Notifier
 from corral.workers.types import ASGIApp
 from corral.workers.worker import WorkerContext, run_worker, set_process_title
@@ -150,7 +150,6 @@ class Master:
         self._pipes: dict[int, int] = {}  # pid -> read end of its pipe
         self._wake_r, self._wake_w = os.pipe()
         self._notifier = Notifier()
-        self._next_watchdog = 0.0
         self._next_sample = 0.0
         self._env_file = env_file
         # The reloader's thread queues reasons here. The lock orders its writes to the
@@ -225,8 +224,9 @@ class Master:
         deadline = self.supervisor.next_deadline()
         if deadline is not None:
             timeout = min(timeout, max(0.0, deadline - now))
-        if self._notifier.watchdog_interval_s is not None:
-            timeout = min(timeout, max(0.0, self._next_watchdog - now))
+        due = self._notifier.next_due(stopping=self.supervisor.state is State.STOPPING)
+        if due is not None:
+            timeout = min(timeout, max(0.0, due - now))
         if self.config.max_worker_memory:
             timeout = min(timeout, max(0.0, self._next_sample - now))
         if not self._signals.empty() or not self._reload_requests.empty():
@@ -343,13 +343,9 @@ class Master:
         return ReloadRequested("SIGHUP", loaded.config.workers, settings)
 
     def _watchdog(self) -> None:
-        interval = self._notifier.watchdog_interval_s
-        if interval is None:
-            return
-        now = time.monotonic()
-        if now >= self._next_watchdog:
-            self._notifier.notify("WATCHDOG=1")
-            self._next_watchdog = now + interval
+        """WATCHDOG=1 and, while stopping, EXTEND_TIMEOUT_USEC (see ``systemd.py``)."""
+        stopping = self.supervisor.state is State.STOPPING
+        self._notifier.tick(time.monotonic(), stopping=stopping)
 
     # -- actions ------------------------------------------------------------------------------
 

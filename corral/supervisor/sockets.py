@@ -39,15 +39,18 @@ class Listener:
     sock: socket.socket
     #: The unix socket file this process created and must remove on exit.
     owned_path: str | None = None
+    #: Set for a socket passed by systemd (socket activation): its LISTEN_FDNAMES name,
+    #: "unknown" when systemd gave none. Kept across a re-exec.
+    fdname: str | None = None
 
-    def url(self) -> str:
+    def url(self, scheme: str = "http") -> str:
         """How to reach it, with the real port when port 0 was asked for."""
         if self.sock.family == socket.AF_UNIX:
             return f"unix:{self.sock.getsockname()}"
         host, port = self.sock.getsockname()[:2]
         if self.sock.family == socket.AF_INET6:
             host = f"[{host}]"
-        return f"http://{host}:{port}"
+        return f"{scheme}://{host}:{port}"
 
     def close(self) -> None:
         self.sock.close()
@@ -58,13 +61,18 @@ class Listener:
 
 
 def bind_all(
-    specs: list[BindSpec], backlog: int, inherited: Mapping[str, Listener] | None = None
+    specs: list[BindSpec],
+    backlog: int,
+    inherited: Mapping[str, Listener] | None = None,
+    *,
+    uds_mode: int | None = None,
 ) -> list[Listener]:
     """Bind every address or none, using an ``inherited`` socket where one matches.
 
     Inherited sockets are matched by address text (``str(spec)``), so ``127.0.0.1:0``
     gets back the port it was given before the re-exec. Those that match nothing
-    any more are closed (and their socket files removed).
+    any more are closed (and their socket files removed). Unix socket files created
+    here get the permission bits ``uds_mode`` (else what the umask leaves).
 
     Raises:
         BindFailed: for the first address that fails; those already set up are closed.
@@ -74,7 +82,9 @@ def bind_all(
     try:
         for spec in specs:
             listener = unused.pop(str(spec), None)
-            listeners.append(listener if listener is not None else bind_one(spec, backlog))
+            if listener is None:
+                listener = bind_one(spec, backlog, uds_mode=uds_mode)
+            listeners.append(listener)
     except BindFailed:
         for listener in listeners:
             listener.close()
@@ -94,7 +104,14 @@ def export_listeners(listeners: list[Listener]) -> str:
     for listener in listeners:
         fd = listener.sock.fileno()
         os.set_inheritable(fd, True)
-        entries.append({"fd": fd, "spec": str(listener.spec), "path": listener.owned_path})
+        entries.append(
+            {
+                "fd": fd,
+                "spec": str(listener.spec),
+                "path": listener.owned_path,
+                "fdname": listener.fdname,
+            }
+        )
     return json.dumps(entries)
 
 
@@ -108,11 +125,13 @@ def inherited_listeners(environ: MutableMapping[str, str]) -> dict[str, Listener
     if not raw:
         return {}
     try:
-        entries = [(int(e["fd"]), str(e["spec"]), e.get("path")) for e in json.loads(raw)]
+        entries = [
+            (int(e["fd"]), str(e["spec"]), e.get("path"), e.get("fdname")) for e in json.loads(raw)
+        ]
     except (ValueError, KeyError, TypeError, AttributeError):
         return {}
     result: dict[str, Listener] = {}
-    for fd, text, path in entries:
+    for fd, text, path, fdname in entries:
         try:
             sock = socket.socket(fileno=fd)
         except OSError:
@@ -125,11 +144,16 @@ def inherited_listeners(environ: MutableMapping[str, str]) -> dict[str, Listener
         except BindError:
             sock.close()
             continue
-        result[text] = Listener(spec, sock, owned_path=path if isinstance(path, str) else None)
+        result[text] = Listener(
+            spec,
+            sock,
+            owned_path=path if isinstance(path, str) else None,
+            fdname=fdname if isinstance(fdname, str) else None,
+        )
     return result
 
 
-def bind_one(spec: BindSpec, backlog: int) -> Listener:
+def bind_one(spec: BindSpec, backlog: int, *, uds_mode: int | None = None) -> Listener:
     """Bind and listen on one address.
 
     Raises:
@@ -138,7 +162,7 @@ def bind_one(spec: BindSpec, backlog: int) -> Listener:
     if spec.kind == "fd":
         return _adopt_fd(spec)
     if spec.kind == "unix":
-        return _bind_unix(spec, backlog)
+        return _bind_unix(spec, backlog, uds_mode)
     try:
         infos = socket.getaddrinfo(
             spec.host, spec.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -160,15 +184,24 @@ def bind_one(spec: BindSpec, backlog: int) -> Listener:
     return Listener(spec, sock)
 
 
-def _bind_unix(spec: BindSpec, backlog: int) -> Listener:
+def _bind_unix(spec: BindSpec, backlog: int, mode: int | None) -> Listener:
     path = spec.path
     _remove_stale_socket(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(path)
+    except OSError as exc:
+        sock.close()
+        raise BindFailed(f"cannot bind {spec}: {exc.strerror or exc}") from None
+    try:
+        if mode is not None:
+            # Before listen(): nobody can connect until the file has its final mode.
+            os.chmod(path, mode)
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
         raise BindFailed(f"cannot bind {spec}: {exc.strerror or exc}") from None
     sock.set_inheritable(True)
     return Listener(spec, sock, owned_path=path)

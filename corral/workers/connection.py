@@ -95,8 +95,10 @@ class HTTPConnection(asyncio.Protocol):
         "deadline",
         "deadline_reason",
         "loop",
+        "proxy_trusted",
         "server",
         "server_addr",
+        "tls",
         "transport",
         "websocket",
         "write_paused",
@@ -119,6 +121,10 @@ class HTTPConnection(asyncio.Protocol):
         self._paused_for_pipeline = False
         self._lingering = False
         self.websocket: Any = None
+        #: The scope's ``tls`` extension on a TLS connection (built once), else None.
+        self.tls: dict[str, Any] | None = None
+        #: --proxy-headers: whether the peer is a trusted proxy (decided once).
+        self.proxy_trusted = False
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -138,6 +144,11 @@ class HTTPConnection(asyncio.Protocol):
             self.server_addr = _addr(local)
         elif local is not None:
             self.server_addr = (str(local), None)  # unix socket: [path, None] (spec 2.2)
+        server = self.server
+        if server.tls is not None:
+            self.tls = server.tls.extension(transport)
+        if server.proxy is not None:
+            self.proxy_trusted = server.proxy.trusts(self.client, unix=not isinstance(local, tuple))
         self.server.connections.add(self)
         self.set_deadline(Deadline.IDLE, self.server.timeout_header)
 

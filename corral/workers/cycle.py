@@ -65,7 +65,7 @@ def http_scope(conn: HTTPConnection, request: h11.Request) -> dict[str, Any]:
     if "%" in path:
         path = unquote(path)
     root_path = server.root_path
-    return {
+    scope = {
         "type": "http",
         "asgi": ASGI_WWW.copy(),  # an app may change its own scope
         "http_version": "1.1" if request.http_version == b"1.1" else "1.0",
@@ -81,6 +81,11 @@ def http_scope(conn: HTTPConnection, request: h11.Request) -> dict[str, Any]:
         "headers": list(request.headers),
         "state": server.lifespan_state.copy(),  # shallow: startup objects are shared
     }
+    if conn.tls is not None:
+        scope["extensions"] = {"tls": conn.tls}  # only on TLS connections (ASGI TLS spec)
+    if server.proxy is not None:
+        server.proxy.apply(scope, conn.proxy_trusted)
+    return scope
 
 
 @final

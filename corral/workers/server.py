@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, final
 from corral.config import Config
 from corral.logs import access_logger, format_access
 from corral.protocol.http import HTTPLimits, UpgradeRequest
+from corral.workers.proxy import ProxyHeaders
+from corral.workers.tls import ServerTLS
 from corral.workers.types import ASGIApp
 
 if TYPE_CHECKING:
@@ -45,6 +47,7 @@ class WorkerServer:
         *,
         on_request: Callable[[], None] | None = None,
         start_websocket: Callable[[HTTPConnection, UpgradeRequest], None] | None = None,
+        tls: ServerTLS | None = None,
     ) -> None:
         self.loop = loop
         self.app = app
@@ -54,7 +57,15 @@ class WorkerServer:
         )
         self.config = config
         self.root_path = config.root_path
-        self.scheme = "http"
+        self.scheme = "http" if tls is None else "https"
+        #: The TLS context and the shared part of the scope's tls extension, or None.
+        self.tls = tls
+        #: --proxy-headers: trust is decided per connection, headers applied per request.
+        self.proxy = (
+            ProxyHeaders(config.forwarded_allow_ips, config.forwarded_headers)
+            if config.proxy_headers
+            else None
+        )
         self.timeout_keep_alive = config.timeout_keep_alive
         self.timeout_header = config.timeout_header
         self.timeout_body = config.timeout_body

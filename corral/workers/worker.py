@@ -22,6 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+
+# Imported here, not in _set_pdeathsig: that runs after --user, which may not be
+# allowed to read the interpreter's files.
+import ctypes
 import faulthandler
 import importlib
 import logging
@@ -35,14 +39,16 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import final
 
-from corral.config import Config
+from corral.config import Config, ConfigError
 from corral.lifecycle import ExitCode, WorkerMessage, WorkerSignal
 from corral.logs import reopen_log_files
 from corral.workers.app import AppLoadError, load_app
 from corral.workers.connection import HTTPConnection
 from corral.workers.devserver import ErrorPage, lifespan_error_page, load_or_error_page
 from corral.workers.lifespan import Lifespan
+from corral.workers.privileges import apply_identity, resolve_identity
 from corral.workers.server import SWEEP_INTERVAL_S, WorkerServer
+from corral.workers.tls import ServerTLS, load_server_tls
 from corral.workers.types import ASGIApp
 from corral.workers.websocket import make_websocket_starter
 
@@ -83,8 +89,6 @@ def _set_pdeathsig() -> None:
     """Die with the master (Linux); elsewhere the sweep checks the parent pid."""
     if not sys.platform.startswith("linux"):
         return
-    import ctypes
-
     libc = ctypes.CDLL(None, use_errno=True)
     pr_set_pdeathsig = 1
     libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
@@ -128,6 +132,15 @@ def run_worker(config: Config, listeners: list[socket.socket], ctx: WorkerContex
         signal.signal(signum, signal.SIG_IGN)
     with contextlib.suppress(ValueError):
         signal.set_wakeup_fd(-1)
+    # TLS files are read first, with the master's rights (a key may be root's only);
+    # then --user/--group/--umask, before anything of the app runs and before
+    # PDEATHSIG, which a change of credentials clears.
+    try:
+        tls = load_server_tls(config)
+        apply_identity(resolve_identity(config))
+    except (ConfigError, OSError) as exc:
+        logger.error("worker %d: %s", ctx.slot, exc)
+        return ExitCode.USAGE
     if ctx.master_pid:
         _set_pdeathsig()
         if os.getppid() != ctx.master_pid:
@@ -138,7 +151,7 @@ def run_worker(config: Config, listeners: list[socket.socket], ctx: WorkerContex
         os.set_blocking(ctx.pipe_fd, False)
     loop = new_event_loop(config.loop)
     asyncio.set_event_loop(loop)
-    worker = Worker(config, listeners, ctx, loop)
+    worker = Worker(config, listeners, ctx, loop, tls=tls)
     try:
         return loop.run_until_complete(worker.main())
     finally:
@@ -157,11 +170,14 @@ class Worker:
         listeners: list[socket.socket],
         ctx: WorkerContext,
         loop: asyncio.AbstractEventLoop,
+        *,
+        tls: ServerTLS | None = None,
     ) -> None:
         self.config = config
         self.listeners = listeners
         self.ctx = ctx
         self.loop = loop
+        self.tls = tls
         self.server: WorkerServer | None = None
         self._stop = asyncio.Event()
         #: Set whenever the last connection closes; the drain waits on it.
@@ -220,11 +236,19 @@ class Worker:
             self.loop,
             on_request=self._on_request,
             start_websocket=make_websocket_starter(config),
+            tls=self.tls,
         )
         server.connections = _ConnectionSet(self._idle.set)
+        # A TLS handshake gets the header deadline: a silent or slow client cannot hold
+        # a connection before its first request any longer than after it.
+        tls = self.tls
         servers = [
             await self.loop.create_server(
-                lambda: HTTPConnection(server), sock=sock, backlog=config.backlog
+                lambda: HTTPConnection(server),
+                sock=sock,
+                backlog=config.backlog,
+                ssl=None if tls is None else tls.context,
+                ssl_handshake_timeout=None if tls is None else config.timeout_header,
             )
             for sock in self.listeners
         ]
