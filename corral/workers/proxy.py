@@ -103,8 +103,10 @@ class ProxyHeaders:
     __slots__ = ("_rfc7239", "peers")
 
     def __init__(self, allow: Iterable[str], kind: str = "x-forwarded") -> None:
-        """Raises:
-        ValueError: an entry of ``allow`` is invalid (see :class:`TrustedPeers`).
+        """Trust the peers in ``allow``; believe the headers of ``kind``.
+
+        Raises:
+            ValueError: an entry of ``allow`` is invalid (see :class:`TrustedPeers`).
         """
         self.peers = TrustedPeers(allow)
         self._rfc7239 = kind == "forwarded"
