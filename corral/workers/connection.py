@@ -41,12 +41,12 @@ from typing import TYPE_CHECKING, Any, cast, final
 import h11
 
 from corral.protocol.http import (
-    REASONS,
     HTTPCore,
     ProtocolError,
     UpgradeRequest,
     simple_response,
 )
+from corral.protocol.response import REASONS
 from corral.workers.cycle import CycleState, RequestCycle
 
 if TYPE_CHECKING:
