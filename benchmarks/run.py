@@ -929,12 +929,16 @@ def export_revision(rev: str, into: Path) -> Path:
 def corral_source(args: argparse.Namespace) -> str:
     if args.corral_rev:
         commit = (Path(args.corral_src) / ".commit").read_text().strip()
-        subject = subprocess.run(
-            ["git", "-C", str(ROOT), "log", "-1", "--format=%s", commit],
+        # Name the last commit that changed corral/, not a later one that did not.
+        last = subprocess.run(
+            ["git", "-C", str(ROOT), "log", "-1", "--format=%h %s", commit, "--", "corral"],
             capture_output=True,
             text=True,
         ).stdout.strip()
-        return f"commit {commit[:10]} ({subject[:70]}), exported with git archive"
+        return (
+            f"corral/ as of {commit[:10]} (last change to corral/: {last[:90]}), "
+            "exported with git archive"
+        )
     src = Path(args.corral_src).resolve() if args.corral_src else ROOT
     git = ["git", "-C", str(ROOT)]
     rev = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
@@ -1104,10 +1108,25 @@ def render(
     if died:
         out += ["### Problems during the run", "", *died, ""]
 
-    out += ["<details><summary>Raw results (JSON)</summary>", "", "```json"]
-    out.append(json.dumps({"results": results, "preload": preload}, indent=1, default=str))
+    out += ["<details><summary>Raw results (JSON, one line per server and run)</summary>", ""]
+    out += ["```json"]
+    for n in names:
+        for i, r in enumerate(results[n]):
+            out.append(json.dumps({"server": n, "run": i + 1, **_rounded(r)}, default=str))
+    out += [json.dumps({"preload": _rounded(row)}) for row in preload]
     out += ["```", "", "</details>", ""]
     return "\n".join(out)
+
+
+def _rounded(value: Any) -> Any:
+    """``value`` with floats cut to 6 significant digits, for the raw JSON lines."""
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
 
 
 def _all_metrics() -> list[tuple[str, str]]:
