@@ -79,6 +79,8 @@ WRK_TIMEOUT = "4s"
 HUP_AFTER_S = 1.0
 #: Seconds of hello load before the second PSS reading of the --preload table.
 PRELOAD_LOAD_S = 3
+#: Above this median share of the server's core taken by others, the report warns.
+NOISY_OTHERS_PCT = 15.0
 #: The server that ratios are computed against.
 BASELINE = "uvicorn-h11"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -358,7 +360,8 @@ def http_request(port: int, raw: bytes, timeout: float = 5.0) -> tuple[int, byte
 
 
 def _dechunk(data: bytes) -> bytes:
-    out, pos = [], 0
+    out: list[bytes] = []
+    pos = 0
     while True:
         end = data.find(b"\r\n", pos)
         if end < 0:
@@ -454,19 +457,32 @@ def start(ctx: Context, server: Server, workers: int, app: str, extra: list[str]
             start_new_session=True,
         )
     running = Running(server, proc, port, log_path, 0.0)
+    try:
+        running.startup_ms = _first_response_ms(running, started)
+    except BaseException:
+        # Not started (or interrupted): leave nothing behind.
+        stop(running)
+        raise
+    return running
+
+
+def _first_response_ms(running: Running, started: float) -> float:
+    """Poll ``GET /`` until it answers 200; milliseconds since ``started``.
+
+    Raises:
+        NotAvailable: if the server exits or does not answer within STARTUP_TIMEOUT_S.
+    """
     deadline = started + STARTUP_TIMEOUT_S
     while True:
-        if proc.poll() is not None:
-            raise NotAvailable(f"exited with {proc.returncode}: {running.log_tail(5)}")
+        if running.proc.poll() is not None:
+            raise NotAvailable(f"exited with {running.proc.returncode}: {running.log_tail(5)}")
         try:
-            status, _ = get(port, "/", timeout=2.0)
+            status, _ = get(running.port, "/", timeout=2.0)
         except OSError:
             status = 0
         if status == 200:
-            running.startup_ms = (time.perf_counter() - started) * 1000
-            return running
+            return (time.perf_counter() - started) * 1000
         if time.perf_counter() > deadline:
-            stop(running)
             raise NotAvailable(
                 f"no response within {STARTUP_TIMEOUT_S:.0f} s: {running.log_tail(4)}"
             )
@@ -752,7 +768,7 @@ def one_round(
 
 def preload_memory(ctx: Context, workers: int) -> list[dict[str, Any]]:
     """corral's PSS per worker with and without --preload, on the tiny and the bulky app."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     server = SERVERS["corral"]
     for app, label in ((APP, "hello app"), (BULKY_APP, "bulky app (~40 MiB heap)")):
         for preload in (False, True):
@@ -986,6 +1002,15 @@ def render(
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) + ".",
         "",
     ]
+    others = [v for n in names for r in results[n] if (v := _get(r, "other_cpu_pct_max"))]
+    if others and statistics.median(others) > NOISY_OTHERS_PCT:
+        out += [
+            f"> **A shared machine.** Other processes took {statistics.median(others):.0f}% "
+            "of the server's core during a typical load of this run (median of the worst "
+            "load per round). Throughput and latency are therefore lower and noisier than "
+            "the servers can do: compare the req/CPU-s columns and their ratios.",
+            "",
+        ]
     if names:
         out += ["### Throughput and latency", ""]
         rows = [[f"**{n}**" if SERVERS[n].is_corral else n] for n in names]
@@ -1068,21 +1093,21 @@ def render(
             "",
         ]
         rows = []
-        for row in preload:
-            if "error" in row:
+        for entry in preload:
+            if "error" in entry:
                 rows.append(
-                    [row["app"], "yes" if row["preload"] else "no", row["error"], "", "", ""]
+                    [entry["app"], "yes" if entry["preload"] else "no", entry["error"], "", "", ""]
                 )
                 continue
-            loaded = row.get("loaded_pss_mib")
+            loaded = entry.get("loaded_pss_mib")
             rows.append(
                 [
-                    row["app"],
-                    "yes" if row["preload"] else "no",
-                    f"{row['worker_pss_mib']:.1f}",
+                    entry["app"],
+                    "yes" if entry["preload"] else "no",
+                    f"{entry['worker_pss_mib']:.1f}",
                     f"{loaded:.1f}" if loaded is not None else "—",
-                    f"{row['worker_rss_mib']:.1f}",
-                    f"{row['total_pss_mib']:.1f}",
+                    f"{entry['worker_rss_mib']:.1f}",
+                    f"{entry['total_pss_mib']:.1f}",
                 ]
             )
         header = [

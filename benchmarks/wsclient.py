@@ -28,6 +28,7 @@ import os
 import struct
 import sys
 import time
+from typing import cast
 
 #: How long to wait for all handshakes; a server that cannot accept 32 connections in
 #: this time is reported as failed rather than waited for.
@@ -76,8 +77,9 @@ class PingPong(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, so no isinstance check.
-        self.transport = transport  # type: ignore[assignment]
-        transport.write(self.request)
+        stream = cast("asyncio.Transport", transport)
+        self.transport = stream
+        stream.write(self.request)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.running:
