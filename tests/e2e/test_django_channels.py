@@ -131,16 +131,21 @@ async def _open_clients(
     uri = f"ws://{srv.host}:{srv.port}/ws/chat/{room}/"
     origin = f"http://{srv.host}:{srv.port}"
     clients: list[tuple[websockets.ClientConnection, int]] = []
-    for _ in range(limit):
-        ws = await websockets.connect(uri, origin=origin, open_timeout=10 * TIME_FACTOR)
-        hello = await _recv_json(ws)
-        assert hello["type"] == "hello"
-        assert hello["room"] == room
-        clients.append((ws, int(str(hello["pid"]))))
-        if len(clients) >= minimum and len({pid for _, pid in clients}) == 2:
-            return clients
-    pids = {pid for _, pid in clients}
-    raise AssertionError(f"{limit} connections all went to worker(s) {pids}")
+    try:
+        for _ in range(limit):
+            ws = await websockets.connect(uri, origin=origin, open_timeout=10 * TIME_FACTOR)
+            clients.append((ws, 0))
+            hello = await _recv_json(ws)
+            assert hello["type"] == "hello"
+            assert hello["room"] == room
+            clients[-1] = (ws, int(str(hello["pid"])))
+            if len(clients) >= minimum and len({pid for _, pid in clients}) == 2:
+                return clients
+        pids = {pid for _, pid in clients}
+        raise AssertionError(f"{limit} connections all went to worker(s) {pids}")
+    except BaseException:
+        await asyncio.gather(*(ws.close() for ws, _ in clients))
+        raise
 
 
 async def _collect(ws: websockets.ClientConnection, want: int) -> list[dict[str, object]]:

@@ -16,7 +16,8 @@ by breaking line endings, cut into random reads. Each run also checks that:
 Example counts are modest so CI spends a few seconds here. For a long run (20,000
 examples per test, some minutes each, so without the per-test timeout)::
 
-    CORRAL_FUZZ_PROFILE=long .venv/bin/python -m pytest tests/protocol/test_fuzz.py --timeout 0
+    export CORRAL_FUZZ_PROFILE=long
+    .venv/bin/python -m pytest tests/protocol/test_fuzz.py --timeout 0 -o faulthandler_timeout=0
 """
 
 from __future__ import annotations
