@@ -20,13 +20,14 @@ descriptors than at the baseline; the run passes if, in addition, no request fai
 no worker was replaced.
 
 The warm-up matters: a fresh worker's RSS climbs for a minute or two under this load
-before it levels off (glibc raises its mmap and trim thresholds after the first large
-buffers are freed, and pymalloc's arenas reach the load's high-water mark), so a short
-warm-up charges that one-off climb to the run. The RSS samples taken under load every
-30 s, and their least-squares slope (KiB per minute), show a leak apart from it.
+before it levels off (most likely glibc raising its mmap and trim thresholds once the
+first large buffers are freed, and pymalloc's arenas reaching the load's high-water
+mark), so a short warm-up charges that one-off climb to the run. The RSS samples taken
+under load every 30 s, and their least-squares slope (KiB per minute), show a leak
+apart from it.
 
 The script prints a markdown summary (benchmarks/HOSTILE.md has a run) and exits 1 if
-the run failed. ``run_soak`` is also what tests/e2e/test_hostile.py runs for 20 s.
+the run failed. ``run_soak`` is also what tests/e2e/test_hostile.py runs, for 15 s.
 """
 
 from __future__ import annotations
