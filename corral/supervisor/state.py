@@ -48,6 +48,9 @@ slots live in ``pool.py``, and the timers and crash accounting in ``policy.py``.
 #   slot has no active worker; a failed recycle with the old worker serving just backs off.
 # An active worker that exits unexpectedly, or is SIGKILLed for heartbeat silence, is a
 # crash charged to the budget. Spending the budget is a graceful stop with exit code 6.
+# The exception is an active worker killed by a SIGKILL we did not send (the kernel's
+# OOM killer, an operator, a chaos test): that is no bug that would recur at once, so
+# it is replaced at once, with no backoff and no charge to the budget.
 #
 # Re-exec (USR2): the machine returns ReExec and the loop replaces the program. The new
 # master's machine is built with ``adopted=`` workers: READY ones stay active in their
@@ -357,6 +360,15 @@ class Supervisor:
                 worker.slot, worker.generation, f"exited before READY ({how})", event.exit_code
             )
         slot.active = None
+        if event.signal == signal.SIGKILL:
+            slot.not_before = self._now
+            return [
+                Log(
+                    logging.WARNING,
+                    f"{describe(worker)} was killed by SIGKILL from outside corral "
+                    "(the OOM killer?); replacing it",
+                )
+            ]
         return self._crash(worker.slot, f"{describe(worker)} exited unexpectedly ({how})")
 
     def _on_spawned(self, event: Spawned) -> list[Action]:

@@ -942,3 +942,26 @@ def test_nothing_ready_to_adopt_is_a_first_start() -> None:
     assert sorted(sent(stopping)) == [(52, QUIT), (101, QUIT)]  # fatal at first start
     loop.exit(52)
     assert exits(loop.exit(101)) == [ExitCode.APP_IMPORT]
+
+
+def test_external_sigkill_is_replaced_at_once_without_charge() -> None:
+    """A serving worker SIGKILLed from outside (OOM killer, chaos) is replaced at once."""
+    loop = booted(crash_budget=1)
+    for round_ in range(5):  # far more than the budget, each at the same instant
+        pid = loop.serving()[0]
+        actions = loop.exit(pid, sig=signal.SIGKILL)
+        assert exits(actions) == []
+        assert any("SIGKILL from outside" in m for m in logs(actions, logging.WARNING))
+        assert len(spawns(actions)) == 1  # no backoff: the replacement starts now
+        loop.ready(loop.next_pid - 1)
+        assert len(loop.serving()) == 2, round_
+    assert loop.state() is State.RUNNING
+
+
+def test_sigkill_before_ready_is_still_a_failed_start() -> None:
+    """A new worker SIGKILLed before READY is a failed start, backed off as before."""
+    loop = booted()
+    loop.exit(100, code=1)  # a real crash: slot 0 backs off 1 s
+    loop.tick(1.0)  # pid 102 spawned for slot 0
+    actions = loop.exit(102, sig=signal.SIGKILL)
+    assert spawns(actions) == []  # backed off, not replaced at once
