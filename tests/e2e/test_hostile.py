@@ -63,9 +63,9 @@ def open_sockets() -> Iterator[list[socket.socket]]:
 
 
 def test_chaos_only_requests_in_flight_on_the_killed_worker_fail() -> None:
-    """SIGKILL a random worker every 2 s under load for 9 s (4 kills, inside the crash
-    budget): the server keeps answering, and each failed request was in flight on a
-    killed worker. benchmarks/chaos.py runs the 60 s version."""
+    """SIGKILL a random worker every 2 s under load for 9 s (4 kills): the server keeps
+    answering, and each failed request was in flight on a killed worker.
+    benchmarks/chaos.py runs the 60 s version."""
     result = run_chaos(duration_s=9, every_s=2, workers=2, threads=4, wait_full=True)
     summary = chaos_report(result)
     print(summary)
