@@ -137,12 +137,16 @@ def configure_logging(
     else:
         handler.setFormatter(TextFormatter(colour=_isatty(stream)))
     numeric = TRACE if level == "trace" else getattr(logging, level.upper())
-    root = logging.getLogger("corral")
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(numeric)
-    root.propagate = False
+    # asyncio reports what escapes the app's tasks ("Task exception was never
+    # retrieved", accept() out of file descriptors) on its own logger: give it the same
+    # handler, so those lines carry a time and pid and are JSON under --log-format json.
+    for name, logger_level in (("corral", numeric), ("asyncio", max(numeric, logging.WARNING))):
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            logger.removeHandler(old)
+        logger.addHandler(handler)
+        logger.setLevel(logger_level)
+        logger.propagate = False
 
 
 def _isatty(stream: TextIO) -> bool:

@@ -93,3 +93,26 @@ def test_bad_log_config_is_usage_error(tmp_path):
     )
     assert proc.returncode == 2
     assert "cannot apply --log-config" in proc.stderr
+
+
+def test_asyncio_messages_use_the_server_format():
+    """What asyncio itself logs goes through the same JSON formatter."""
+    import io
+    import logging
+
+    from corral.logs import configure_logging
+
+    stream = io.StringIO()
+    try:
+        configure_logging("info", "json", None, stream)
+        logging.getLogger("asyncio").error("Task exception was never retrieved")
+        record = json.loads(stream.getvalue().splitlines()[-1])
+        assert record["logger"] == "asyncio"
+        assert record["level"] == "error"
+    finally:
+        for name in ("corral", "asyncio"):
+            logger = logging.getLogger(name)
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+            logger.propagate = True
+            logger.setLevel(logging.NOTSET)
