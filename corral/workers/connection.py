@@ -57,6 +57,11 @@ logger = logging.getLogger("corral.error")
 INF = float("inf")
 
 #: Seconds an error response waits, reading and dropping input, before the close.
+#: How long a draining worker keeps an idle keep-alive connection open for a request
+#: that may already be on its way (see ``HTTPConnection.shutdown``). Clients under load
+#: send their next request within milliseconds; idle ones are not kept waiting long.
+DRAIN_IDLE_GRACE_S = 1.0
+
 #: Long enough for the client to see the response and stop sending; short enough that
 #: a client that keeps sending cannot hold the connection.
 LINGER_S = 2.0
@@ -450,8 +455,17 @@ class HTTPConnection(asyncio.Protocol):
             transport.resume_reading()
 
     def shutdown(self) -> None:
-        """The worker is draining: close if idle, else close after the current response."""
+        """The worker is draining: close after the current response, or soon if idle.
+
+        An idle keep-alive connection is not closed at once: under load its client may
+        have the next request on the wire already, and closing under it loses that
+        request (the client sees a reset; most do not retry). For
+        :data:`DRAIN_IDLE_GRACE_S` a request that arrives is served with
+        ``Connection: close``; a connection still silent then is closed.
+        """
         if self.websocket is not None:
             self.websocket.shutdown()
-        elif self.cycle is None:
-            self.close()
+        elif self.cycle is None and self.deadline_reason is Deadline.IDLE:
+            deadline = self.loop.time() + DRAIN_IDLE_GRACE_S
+            if deadline < self.deadline:
+                self.deadline = deadline
