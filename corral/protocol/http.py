@@ -590,6 +590,21 @@ class HTTPCore:
             self._must_close = True
             raise LocalProtocolError(str(exc)) from None
 
+    def frame_file(self, count: int) -> tuple[bytes, bytes] | None:
+        """Frame ``count`` body bytes that the adapter sends itself (zero-copy files).
+
+        Write the first returned value, then the bytes, then the second; None means the
+        bytes must not be sent at all (HEAD, 204, 304, or nothing to send).
+
+        Raises:
+            LocalProtocolError: as :meth:`send_body`.
+        """
+        try:
+            return self._writer.file(count)
+        except ResponseError as exc:
+            self._must_close = True
+            raise LocalProtocolError(str(exc)) from None
+
     def send_end(self) -> None:
         """End the response.
 

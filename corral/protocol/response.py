@@ -171,6 +171,29 @@ class ResponseWriter:
                 raise ResponseError("Too much data for declared Content-Length")
         return [data]
 
+    def file(self, count: int) -> tuple[bytes, bytes] | None:
+        """Frame ``count`` body bytes the caller sends itself (a file, by sendfile).
+
+        Returns the bytes to write before and after them, or None when nothing goes on
+        the wire (a HEAD, 204 or 304 response, or ``count`` of 0).
+
+        Raises:
+            ResponseError: as :meth:`body`.
+        """
+        if self.state is not ResponseState.BODY:
+            raise ResponseError("body sent outside the response")
+        framing = self._framing
+        if not count or framing is Framing.NONE:
+            return None
+        if framing is Framing.CHUNKED:
+            return (b"%x\r\n" % count, b"\r\n")
+        if framing is Framing.LENGTH:
+            self._remaining -= count
+            if self._remaining < 0:
+                self.keep_alive = False
+                raise ResponseError("Too much data for declared Content-Length")
+        return (b"", b"")
+
     def end(self) -> bytes:
         """Finish the body.
 

@@ -26,18 +26,23 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from typing import TYPE_CHECKING, Any, final
+import os
+from typing import IO, TYPE_CHECKING, Any, final
 from urllib.parse import unquote
 
 import h11
 
 from corral.protocol.http import LocalProtocolError
+from corral.workers.filesend import send_file
 from corral.workers.types import ASGI_WWW, ASGIApp, ClientDisconnected, Message
 
 if TYPE_CHECKING:
     from corral.workers.connection import HTTPConnection
 
 logger = logging.getLogger("corral.error")
+
+#: The zero-copy file extensions, advertised in every HTTP scope.
+_FILE_MESSAGES = frozenset({"http.response.pathsend", "http.response.zerocopysend"})
 
 #: Request body bytes buffered for the app before reading from the socket pauses.
 #: Matches uvicorn's HIGH_WATER_LIMIT; a larger value buys nothing once the app reads.
@@ -65,7 +70,10 @@ def http_scope(conn: HTTPConnection, request: h11.Request) -> dict[str, Any]:
     if "%" in path:
         path = unquote(path)
     root_path = server.root_path
-    scope = {
+    extensions: dict[str, Any] = {"http.response.pathsend": {}, "http.response.zerocopysend": {}}
+    if conn.tls is not None:
+        extensions["tls"] = conn.tls  # only on TLS connections (ASGI TLS spec)
+    scope: dict[str, Any] = {
         "type": "http",
         "asgi": ASGI_WWW.copy(),  # an app may change its own scope
         "http_version": "1.1" if request.http_version == b"1.1" else "1.0",
@@ -80,9 +88,8 @@ def http_scope(conn: HTTPConnection, request: h11.Request) -> dict[str, Any]:
         "query_string": query,
         "headers": list(request.headers),
         "state": server.lifespan_state.copy(),  # shallow: startup objects are shared
+        "extensions": extensions,
     }
-    if conn.tls is not None:
-        scope["extensions"] = {"tls": conn.tls}  # only on TLS connections (ASGI TLS spec)
     if server.proxy is not None:
         server.proxy.apply(scope, conn.proxy_trusted)
     return scope
@@ -282,6 +289,9 @@ class RequestCycle:
         if state is not CycleState.HEAD_HELD and state is not CycleState.STREAMING:
             raise RuntimeError(f"unexpected ASGI message {kind!r} after the response ended")
         if kind != "http.response.body":
+            if kind in _FILE_MESSAGES:
+                await self._send_file(message, kind, state)
+                return
             raise RuntimeError(f"expected 'http.response.body', got {kind!r}")
         body = message.get("body", b"")
         if type(body) is not bytes:
@@ -323,3 +333,76 @@ class RequestCycle:
             await conn.wait_writable()
             if self.disconnected:
                 raise ClientDisconnected("client disconnected")
+
+    async def _send_file(self, message: Message, kind: str, state: CycleState) -> None:
+        """``http.response.pathsend`` and ``http.response.zerocopysend``: a file's bytes
+        go to the socket by sendfile(2), never through Python.
+
+        pathsend names a whole file and ends the response; it must directly follow
+        ``http.response.start``, and a missing Content-Length is taken from the file.
+        zerocopysend takes an open file (``offset`` and ``count`` optional) and may be
+        mixed with body messages (``more_body`` as for them).
+        """
+        conn = self._conn
+        core = conn.core
+        opened: IO[bytes] | None = None
+        try:
+            if kind == "http.response.pathsend":
+                if state is not CycleState.HEAD_HELD:
+                    raise RuntimeError("http.response.pathsend must follow the response start")
+                try:
+                    # One open(2) of a local file; the bytes move later, by sendfile.
+                    opened = file = open(str(message["path"]), "rb")  # noqa: ASYNC230, SIM115
+                except OSError as exc:
+                    raise RuntimeError(f"http.response.pathsend: {exc}") from None
+                offset, count, more = 0, os.fstat(file.fileno()).st_size, False
+                if not any(name.lower() == b"content-length" for name, _ in self._headers):
+                    self._headers.append((b"content-length", b"%d" % count))
+            else:
+                file = message["file"]
+                fd = file.fileno()
+                given_offset = message.get("offset")
+                offset = os.lseek(fd, 0, os.SEEK_CUR) if given_offset is None else int(given_offset)
+                given_count = message.get("count")
+                count = (
+                    max(0, os.fstat(fd).st_size - offset)
+                    if given_count is None
+                    else int(given_count)
+                )
+                more = bool(message.get("more_body", False))
+            if self.state is CycleState.HEAD_HELD:
+                core.send_response(self.status, conn.server.response_headers(self._headers))
+                self.state = CycleState.STREAMING
+            parts = None if self._no_body else core.frame_file(count)
+        except LocalProtocolError as exc:
+            if opened is not None:
+                opened.close()
+            self.state = CycleState.FAILED
+            if state is CycleState.HEAD_HELD:
+                core.data_to_send()
+                conn.send_error(500, self)
+            else:
+                conn.abort()
+            raise RuntimeError(f"invalid response: {exc}") from None
+        try:
+            conn.flush()
+            transport = conn.transport
+            if parts is not None and transport is not None:
+                transport.write(parts[0])
+                await send_file(conn.loop, transport, file, offset, count, conn.wait_writable)
+                transport.write(parts[1])
+                self.bytes_sent += count
+        except BaseException:
+            self.state = CycleState.FAILED
+            conn.abort()
+            raise
+        finally:
+            if opened is not None:
+                opened.close()
+        if more:
+            return
+        core.send_end()
+        conn.flush()
+        self.state = CycleState.DONE
+        self._wake()
+        conn.response_finished(self)

@@ -35,7 +35,7 @@ import collections
 import enum
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Any, final
 
 from corral.config import Config
 from corral.logs import format_access
@@ -146,7 +146,11 @@ class WebSocketSession:
         scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"
         scope["subprotocols"] = self._core.subprotocols
         # Kept: the tls extension http_scope added on a TLS connection.
-        scope["extensions"] = {**scope.get("extensions", {}), "websocket.http.response": {}}
+        # The HTTP scope's file-sending extensions mean nothing here; TLS carries over.
+        extensions: dict[str, Any] = {"websocket.http.response": {}}
+        if conn.tls is not None:
+            extensions["tls"] = conn.tls
+        scope["extensions"] = extensions
         self.scope = scope
 
     def start(self) -> None:

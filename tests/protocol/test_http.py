@@ -909,3 +909,14 @@ def test_simple_response_parses_with_h11() -> None:
 def test_simple_response_unknown_status_has_empty_reason() -> None:
     """A status without a standard phrase still serialises."""
     assert simple_response(599, b"").startswith(b"HTTP/1.1 599 \r\n")
+
+
+def test_frame_file_past_content_length_closes() -> None:
+    """Out-of-band file bytes count against Content-Length like body bytes."""
+    pair = ConnectionPair()
+    pair.request()
+    pair.server.send_response(200, [(b"content-length", b"2")])
+    assert pair.server.frame_file(2) == (b"", b"")
+    with pytest.raises(LocalProtocolError):
+        pair.server.frame_file(1)
+    assert pair.server.close_expected()

@@ -190,3 +190,28 @@ def test_unknown_status_has_empty_reason():
     raw = full(writer(), 599, [(b"content-length", b"0")])
     assert raw.startswith(b"HTTP/1.1 599 \r\n")
     assert client_reads(raw)[0].status_code == 599
+
+
+def test_file_framing():
+    """Out-of-band bytes are chunk-framed, counted against a length, or not sent at all."""
+    w = writer()
+    w.head(200, [], close=False)
+    assert w.file(5) == (b"5\r\n", b"\r\n")
+    assert w.file(0) is None
+    w = writer()
+    w.head(200, [(b"content-length", b"4")], close=False)
+    assert w.file(4) == (b"", b"")
+    with pytest.raises(ResponseError, match="Too much"):
+        w.file(1)
+    w = writer(b"HEAD")
+    w.head(200, [(b"content-length", b"4")], close=False)
+    assert w.file(4) is None
+    with pytest.raises(ResponseError):
+        writer().file(1)
+
+
+def test_file_framing_close_delimited():
+    """To HTTP/1.0 without a length, out-of-band bytes go out bare."""
+    w = writer(version=b"1.0")
+    w.head(200, [], close=False)
+    assert w.file(3) == (b"", b"")
