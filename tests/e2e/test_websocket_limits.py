@@ -63,9 +63,9 @@ def small() -> Iterator[Server]:
         "--ws-max-size",
         str(MAX),
         "--ws-ping-interval",
-        "0.3",
+        str(0.3 * TIME_FACTOR),
         "--ws-ping-timeout",
-        "0.5",
+        str(0.5 * TIME_FACTOR),
         "--timeout-write",
         "5",
     ) as server:
