@@ -78,13 +78,20 @@ def test_chaos_only_requests_in_flight_on_the_killed_worker_fail() -> None:
     assert len(result.in_flight) <= 4 * len(result.kills) * 4, summary
 
 
+#: RSS growth allowed in the short soak. The issue's 5 % is for the 10-minute run
+#: (benchmarks/soak.py; +1.3 % in HOSTILE.md): in 15 s a fresh worker's one-off warm-up
+#: climb reaches 5 % on a busy machine. 15 % still fails for a leak of ~300 bytes per
+#: request (some 14,000 requests on a ~25 MiB worker), which is the leak this catches.
+SHORT_SOAK_MAX_RSS_GROWTH = 0.15
+
+
 def test_soak_short() -> None:
     """15 s of mixed HTTP and WebSocket load after a warm-up: no failure, no worker
-    replaced, RSS growth under 5 %, no descriptor leaked (benchmarks/soak.py: 10 min)."""
+    replaced, no per-request leak, no descriptor leaked (benchmarks/soak.py: 10 min)."""
     result = run_soak(duration_s=15, warmup_s=10, workers=2, http_threads=4, ws_threads=2)
-    summary = soak_report(result, max_rss_growth=0.05)
+    summary = soak_report(result, max_rss_growth=SHORT_SOAK_MAX_RSS_GROWTH)
     print(summary)
-    assert result.problems(max_rss_growth=0.05) == [], summary
+    assert result.problems(max_rss_growth=SHORT_SOAK_MAX_RSS_GROWTH) == [], summary
     assert result.counts.http_ok > 100, summary
     assert result.counts.ws_messages > 100, summary
 
