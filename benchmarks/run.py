@@ -1125,6 +1125,21 @@ def render(
             "",
         ]
 
+    stalled = [n for n in names if _stalled(stats[n])]
+    if stalled:
+        out += ["### Stalls", ""]
+        for n in stalled:
+            cpu, p50 = stats[n]["hello.server_cpu_pct"], stats[n]["hello.p50_ms"]
+            assert cpu is not None
+            assert p50 is not None
+            out.append(
+                f"- {n} sat idle under the hello load ({cpu.median:.0f}% CPU) with a median "
+                f"latency of {p50.median:.0f} ms. About 40 ms is the usual signature of "
+                "Nagle's algorithm meeting delayed ACKs (a response written in several "
+                "pieces on a connection without TCP_NODELAY). Its hello figures, and the "
+                "ratios against them, measure that stall rather than its speed."
+            )
+        out.append("")
     if unavailable:
         out += ["### Not available", ""]
         out += [f"- {n}: {reason}" for n, reason in unavailable.items()] + [""]
@@ -1141,6 +1156,12 @@ def render(
     out += [json.dumps({"preload": _rounded(row)}) for row in preload]
     out += ["```", "", "</details>", ""]
     return "\n".join(out)
+
+
+def _stalled(stat: dict[str, Stat | None]) -> bool:
+    """Idle under load with a latency near delayed-ACK's 40 ms: a stall, not slowness."""
+    cpu, p50 = stat["hello.server_cpu_pct"], stat["hello.p50_ms"]
+    return cpu is not None and p50 is not None and cpu.median < 50 and p50.median >= 30
 
 
 def _rounded(value: Any) -> Any:
