@@ -1002,7 +1002,9 @@ def render(
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) + ".",
         "",
     ]
-    others = [v for n in names for r in results[n] if (v := _get(r, "other_cpu_pct_max"))]
+    others = [
+        v for n in names for r in results[n] if (v := _get(r, "other_cpu_pct_max")) is not None
+    ]
     if others and statistics.median(others) > NOISY_OTHERS_PCT:
         out += [
             f"> **A shared machine.** Other processes took {statistics.median(others):.0f}% "
