@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ from typing import Any, final
 
 from corral.config.binds import BindError, parse_bind
 from corral.config.options import RELOAD_DEFAULTS, SPECS, Config, Kind, OptionSpec
+
+# RFC 9110 section 5.6.2: a header name is a token.
+_HEADER_NAME = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -223,8 +227,14 @@ def validate(config: Config, sources: Mapping[str, str]) -> None:
         except BindError as exc:
             raise ConfigError(f"invalid value for bind ({sources['bind']}): {exc}") from None
     for text in config.header:
-        name, sep, _ = text.partition(":")
-        if not sep or not name.strip() or any(c in text for c in "\r\n\0"):
+        # The rules every response header obeys (RFC 9110 section 5): a token for a
+        # name, no control character but HTAB in a value, Latin-1 on the wire.
+        name, sep, value = text.partition(":")
+        if (
+            not sep
+            or _HEADER_NAME.fullmatch(name.strip()) is None
+            or any(c != "\t" and (c < " " or c == "\x7f" or c > "\xff") for c in value)
+        ):
             raise ConfigError(
                 f"invalid value for header ({sources['header']}): {text!r} is not 'Name: value'"
             )

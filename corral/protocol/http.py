@@ -78,7 +78,21 @@ from typing import Final, TypeAlias, final
 
 import h11
 
-from corral.protocol.response import REASONS, ResponseError, ResponseState, ResponseWriter
+from corral.protocol.request import (
+    END_OF_MESSAGE,
+    Data,
+    EndOfMessage,
+    Request,
+    parse_head,
+)
+from corral.protocol.response import (
+    NO_DEFAULTS,
+    REASONS,
+    DefaultHeaders,
+    ResponseError,
+    ResponseState,
+    ResponseWriter,
+)
 
 #: The default ceiling for a request head (request line plus headers), in bytes.
 #: 16 KiB is h11's own default and what uvicorn and hypercorn use; nginx allows 8 KiB
@@ -134,7 +148,7 @@ class ProtocolError:
 class UpgradeRequest:
     """A WebSocket upgrade request, handed over with the bytes read after its head."""
 
-    request: h11.Request
+    request: Request
     trailing: bytes
 
 
@@ -151,9 +165,9 @@ class ConnectionClosed:
 
 
 #: Everything :meth:`HTTPCore.events_received` may return. Request, body and end of
-#: message are h11's own events, passed through to save an allocation per event.
+#: message are the same events whichever path read the request (see request.py).
 Event: TypeAlias = (
-    "h11.Request | h11.Data | h11.EndOfMessage | UpgradeRequest | ProtocolError | ConnectionClosed"
+    "Request | Data | EndOfMessage | UpgradeRequest | ProtocolError | ConnectionClosed"
 )
 
 
@@ -216,6 +230,7 @@ class HTTPCore:
         "_limits",
         "_must_close",
         "_out",
+        "_remaining",
         "_scanned",
         "_tail",
         "_upgrade",
@@ -225,7 +240,11 @@ class HTTPCore:
 
     def __init__(self, limits: HTTPLimits = HTTPLimits()) -> None:
         self._limits = limits
-        self._h11 = self._new_h11()
+        # The h11 connection reading the current request, or None when request.py read
+        # its head and the body (if any) is a Content-Length counted here.
+        self._h11: h11.Connection | None = None
+        # Body bytes still to come of a Content-Length request read without h11.
+        self._remaining = 0
         self.state = CoreState.HEAD
         # HEAD: the partial head. DONE: pipelined bytes. Otherwise empty.
         self._head = bytearray()
@@ -235,7 +254,7 @@ class HTTPCore:
         self._events: list[Event] = []
         self._out: list[bytes] = []
         # A WebSocket upgrade request waiting for its end of message.
-        self._upgrade: h11.Request | None = None
+        self._upgrade: Request | None = None
         # The request is chunked: its raw end is checked, and ``_tail`` keeps the last
         # four bytes fed to h11 before the current chunk for that check.
         self._chunked = False
@@ -254,11 +273,6 @@ class HTTPCore:
         self._writer = ResponseWriter(head_request=False, http10=False, keep_alive=True)
         self._continue_sent = False
 
-    def _new_h11(self) -> h11.Connection:
-        # h11's own limit is a backstop for chunk-size lines and trailers; heads are
-        # measured in _scan_head before h11 sees them.
-        return h11.Connection(h11.SERVER, max_incomplete_event_size=self._limits.max_header_bytes)
-
     # -- receiving ---------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
@@ -271,7 +285,11 @@ class HTTPCore:
             return
         state = self.state
         if state is CoreState.BODY:
-            self._h11.receive_data(data)
+            conn = self._h11
+            if conn is None:
+                self._receive_length(data)
+                return
+            conn.receive_data(data)
             before = self._tail
             if self._chunked:
                 # Keep the stream's last four bytes for the chunked end check; set
@@ -304,7 +322,11 @@ class HTTPCore:
         self._eof = True
         state = self.state
         if state is CoreState.BODY:
-            self._h11.receive_data(b"")
+            conn = self._h11
+            if conn is None:
+                self._length_cut_short()
+                return
+            conn.receive_data(b"")
             # h11 raises for a body cut short: a ProtocolError, or a quiet close if
             # the response is already out.
             self._pump(b"", b"")
@@ -364,11 +386,71 @@ class HTTPCore:
         else:
             raw = buf
         self._scanned = 0
-        self._start_message(raw)
+        parsed = parse_head(raw, end)
+        if parsed is None:
+            self._start_h11(raw)
+            return
+        length = parsed.length
+        # No Transfer-Encoding reaches this path, so no framing conflict either.
+        if not self._check_request(
+            parsed.request, length, False, False, parsed.upgrade, parsed.connection
+        ):
+            return
+        self._remaining = length
+        self.state = CoreState.BODY
+        if not length:
+            self._finish_message(raw[end:])
+            return
+        self._receive_length(raw[end:])
+        if self._eof and self.state is CoreState.BODY:
+            self._length_cut_short()  # the peer is gone: the rest never comes
 
-    def _start_message(self, raw: bytes) -> None:
+    def _length_cut_short(self) -> None:
+        # The words h11 uses for the same thing, so both paths log alike.
+        self._fail(
+            400,
+            "peer closed connection without sending complete message body "
+            f"(received {self._body_bytes} bytes, expected "
+            f"{self._body_bytes + self._remaining})",
+        )
+
+    def _receive_length(self, data: bytes) -> None:
+        """Body bytes of a request read without h11: a Content-Length to count down."""
+        remaining = self._remaining
+        size = len(data)
+        if size < remaining:
+            self._remaining = remaining - size
+            if data:
+                self._deliver(data)
+            return
+        self._remaining = 0
+        if not self._deliver(data[:remaining] if size > remaining else data):
+            return
+        self._finish_message(data[remaining:] if size > remaining else b"")
+
+    def _deliver(self, data: bytes) -> bool:
+        """Pass on (or, after the response, drop) body bytes; False if that ended it."""
+        if self._discarding:
+            self._discarded += len(data)
+            if self._discarded > MAX_DISCARD_BYTES:
+                self._close()
+                return False
+            return True
+        self._body_bytes += len(data)
+        cap = self._limits.max_body_bytes
+        if cap is not None and self._body_bytes > cap:
+            self._fail(413, "request body too large")
+            return False
+        self._events.append(Data(data))
+        return True
+
+    def _start_h11(self, raw: bytes) -> None:
         """Hand a checked head, and whatever followed it, to a fresh h11 connection."""
-        conn = self._h11
+        # h11's own limit is a backstop for chunk-size lines and trailers; heads are
+        # measured in _scan_head before h11 sees them.
+        conn = self._h11 = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self._limits.max_header_bytes
+        )
         conn.receive_data(raw)
         if self._eof:
             conn.receive_data(b"")
@@ -380,18 +462,11 @@ class HTTPCore:
             return
         # A complete head always parses to a Request or raises: h11 needs no more bytes.
         assert isinstance(request, h11.Request)
-        if self._check_request(request):
-            self._tail = b""
-            if self._chunked:
-                self._tail = raw[-4:]
-            self._pump(raw, b"")
-
-    def _check_request(self, request: h11.Request) -> bool:
-        """Apply the checks h11 does not; emit the request or an error."""
         has_length = has_chunked = False
         upgrade = connection = b""
         length = 0
-        for name, value in request.headers:
+        headers = list(request.headers)
+        for name, value in headers:
             if name == b"content-length":
                 has_length = True
                 length = int(value)  # h11 has checked it is digits and consistent
@@ -401,6 +476,25 @@ class HTTPCore:
                 upgrade = value
             elif name == b"connection":
                 connection += b"," + value
+        ours = Request(request.method, request.target, request.http_version, headers)
+        if self._check_request(ours, length, has_length, has_chunked, upgrade, connection):
+            self._tail = b""
+            if self._chunked:
+                self._tail = raw[-4:]
+            self._pump(raw, b"")
+
+    def _check_request(
+        self,
+        request: Request,
+        length: int,
+        has_length: bool,
+        has_chunked: bool,
+        upgrade: bytes,
+        connection: bytes,
+    ) -> bool:
+        """Apply the checks h11 does not, and set up the response; emit the request
+        or an error. Both paths call it with the framing facts they found in the head.
+        """
         version = request.http_version
         if version != b"1.1" and version != b"1.0":
             # RFC 9110 section 15.6.6; h11 accepts any digit.digit.
@@ -456,37 +550,28 @@ class HTTPCore:
         ``before`` holds the last bytes of the stream fed before ``fed`` (chunked only).
         """
         conn = self._h11
+        assert conn is not None  # only called on the h11 path
         while True:
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
                 self._fail(exc.error_status_hint, str(exc))
                 return
-            if isinstance(event, h11.Data):
-                size = len(event.data)
-                if self._discarding:
-                    self._discarded += size
-                    if self._discarded > MAX_DISCARD_BYTES:
-                        self._close()
-                        return
-                    continue
-                self._body_bytes += size
-                cap = self._limits.max_body_bytes
-                if cap is not None and self._body_bytes > cap:
-                    self._fail(413, "request body too large")
+            if type(event) is h11.Data:
+                # h11 hands out bytearray slices of its buffer; ASGI wants bytes.
+                if not self._deliver(bytes(event.data)):
                     return
-                self._events.append(event)
-            elif isinstance(event, h11.EndOfMessage):
-                self._end_message(event, fed, before)
+            elif type(event) is h11.EndOfMessage:
+                self._end_message(conn, fed, before)
                 return
             else:
-                # NEED_DATA. The Request was taken in _start_message; PAUSED and
+                # NEED_DATA. The Request was taken in _start_h11; PAUSED and
                 # ConnectionClosed only come after the end of message, and h11 is
                 # not asked for events again after that.
                 return
 
-    def _end_message(self, event: h11.EndOfMessage, fed: bytes, before: bytes) -> None:
-        leftover = self._h11.trailing_data[0]
+    def _end_message(self, conn: h11.Connection, fed: bytes, before: bytes) -> None:
+        leftover = conn.trailing_data[0]
         if self._chunked:
             # The message ended inside ``fed``, just before ``leftover``: its last
             # four bytes must be the CRLF CRLF that ends the trailer section.
@@ -495,6 +580,10 @@ class HTTPCore:
             if ending != b"\r\n\r\n":
                 self._fail(400, "bare LF at the end of a chunked body")
                 return
+        self._finish_message(leftover)
+
+    def _finish_message(self, leftover: bytes) -> None:
+        """The request is complete; ``leftover`` is what the peer sent after it."""
         if self._discarding:
             self._discarding = False
             self._head = bytearray(leftover)
@@ -506,7 +595,7 @@ class HTTPCore:
             self.state = CoreState.DONE
             if leftover:
                 self._head = bytearray(leftover)
-            self._events.append(event)
+            self._events.append(END_OF_MESSAGE)
 
     def _fail(self, status: int, reason: str) -> None:
         """The peer broke the protocol: report it (unless the response is out) and stop."""
@@ -531,11 +620,14 @@ class HTTPCore:
     def they_are_waiting_for_100_continue(self) -> bool:
         """True when the client sent ``Expect: 100-continue`` and waits for the 100."""
         # After a ProtocolError h11 may still think so, but no 100 must go out then.
+        # Without h11 there was no Expect header (request.py leaves those to h11).
+        conn = self._h11
         return (
-            self.state is CoreState.BODY
+            conn is not None
+            and self.state is CoreState.BODY
             and not self._continue_sent
             and self._writer.state is ResponseState.IDLE
-            and self._h11.they_are_waiting_for_100_continue
+            and conn.they_are_waiting_for_100_continue
         )
 
     @property
@@ -555,8 +647,17 @@ class HTTPCore:
         self._continue_sent = True
         self._out.append(_CONTINUE)
 
-    def send_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    def send_response(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        defaults: DefaultHeaders = NO_DEFAULTS,
+        close: bool = False,
+    ) -> None:
         """Send the response head (serialised by :class:`ResponseWriter`, not h11).
+
+        ``defaults`` are added unless the app set the same names; ``close`` ends the
+        connection after this response (``Connection: close``).
 
         Raises:
             LocalProtocolError: if a response was already sent, a header is invalid,
@@ -570,9 +671,10 @@ class HTTPCore:
             raise LocalProtocolError("a 2xx response to CONNECT would open a tunnel")
         # A client still holding back its body may never send it: say the connection
         # closes (RFC 9110 section 10.1.1) so neither side waits for the other.
-        close = self.they_are_waiting_for_100_continue
+        if self.they_are_waiting_for_100_continue:
+            close = True
         try:
-            self._out.append(self._writer.head(status, headers, close=close))
+            self._out.append(self._writer.head(status, headers, close=close, defaults=defaults))
         except ResponseError as exc:
             self._must_close = True
             raise LocalProtocolError(str(exc)) from None
@@ -672,7 +774,7 @@ class HTTPCore:
         self._next_cycle()
 
     def _next_cycle(self) -> None:
-        self._h11 = self._new_h11()
+        self._h11 = None
         self._upgrade = None
         self._writer = ResponseWriter(head_request=False, http10=False, keep_alive=True)
         self._continue_sent = False

@@ -52,6 +52,9 @@ _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+").fullmatch
 # RFC 9110 section 5.5: no CTL but HTAB (CR and LF above all) in a field value.
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search
 
+# Names the head loop must look at; any other header is copied through once checked.
+_FRAMING_NAMES: Final = frozenset([b"content-length", b"transfer-encoding", b"connection"])
+
 _CHUNKED_HEADER: Final = b"transfer-encoding: chunked\r\n"
 _CLOSE_HEADER: Final = b"connection: close\r\n"
 _LAST_CHUNK: Final = b"0\r\n\r\n"
@@ -59,6 +62,43 @@ _LAST_CHUNK: Final = b"0\r\n\r\n"
 
 class ResponseError(Exception):
     """The response is invalid (bad header, wrong body length, sent twice)."""
+
+
+def _check_header(name: object, value: object) -> None:
+    """Raise :class:`ResponseError` unless ``name: value`` is a valid header field."""
+    if type(name) is not bytes or type(value) is not bytes:
+        raise ResponseError("header names and values must be bytes")
+    if _TOKEN(name) is None:
+        raise ResponseError(f"invalid header name {name!r}")
+    if _BAD_VALUE(value) is not None:
+        raise ResponseError(f"invalid value for header {name.decode()!r}")
+
+
+@final
+class DefaultHeaders:
+    """Headers the server adds to every response unless the app set the same name
+    (Date, Server, ``--header``), checked and rendered once rather than per response.
+
+    Raises:
+        ResponseError: (from the constructor) a header is not valid.
+    """
+
+    __slots__ = ("block", "names", "pairs", "watch")
+
+    def __init__(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        for name, value in pairs:
+            _check_header(name, value)
+        self.pairs = pairs
+        #: Lower-case names, every one of which the app may override.
+        self.names = frozenset(name.lower() for name, _ in pairs)
+        #: The names a response head must look at: framing plus these.
+        self.watch = _FRAMING_NAMES | self.names
+        #: All of them as header lines, ready to append.
+        self.block = b"".join(name + b": " + value + b"\r\n" for name, value in pairs)
+
+
+#: No server headers at all.
+NO_DEFAULTS: Final = DefaultHeaders([])
 
 
 class Framing(enum.Enum):
@@ -93,8 +133,18 @@ class ResponseWriter:
         self._framing = Framing.NONE
         self._remaining = 0
 
-    def head(self, status: int, headers: list[tuple[bytes, bytes]], *, close: bool) -> bytes:
+    def head(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        *,
+        close: bool,
+        defaults: DefaultHeaders = NO_DEFAULTS,
+    ) -> bytes:
         """Serialise the status line and headers; ``close`` forces ``Connection: close``.
+
+        ``defaults`` follow the app's headers, less any name the app set itself. A
+        Transfer-Encoding from the app is dropped (the framing is the server's).
 
         Raises:
             ResponseError: a head was already sent, ``status`` is not a final status, or
@@ -108,7 +158,10 @@ class ResponseWriter:
         length: bytes | None = None
         closing = close or not self.keep_alive
         no_body = self._head_only or status == 204 or status == 304
+        watch = defaults.watch
+        given: set[bytes] | None = None  # default names the app set itself
         for name, value in headers:
+            # _check_header, inlined: this loop runs for every header of every response.
             if type(name) is not bytes or type(value) is not bytes:
                 raise ResponseError("header names and values must be bytes")
             if _TOKEN(name) is None:
@@ -116,19 +169,28 @@ class ResponseWriter:
             if _BAD_VALUE(value) is not None:
                 raise ResponseError(f"invalid value for header {name.decode()!r}")
             lower = name.lower()
-            if lower == b"content-length":
-                if not value.isdigit() or (length is not None and value != length):
-                    raise ResponseError(f"invalid Content-Length {value!r}")
-                length = value
-                if status == 204:
+            if lower in watch:
+                if lower == b"content-length":
+                    if not value.isdigit() or (length is not None and value != length):
+                        raise ResponseError(f"invalid Content-Length {value!r}")
+                    length = value
+                    if status == 204:
+                        continue
+                elif lower == b"transfer-encoding":
                     continue
-            elif lower == b"transfer-encoding":
-                continue
-            elif lower == b"connection":
-                if b"close" in [t.strip() for t in value.lower().split(b",")]:
-                    closing = True
-                continue  # rewritten below, so it always matches what we do
+                elif lower == b"connection":
+                    if b"close" in [t.strip() for t in value.lower().split(b",")]:
+                        closing = True
+                    continue  # rewritten below, so it always matches what we do
+                elif given is None:
+                    given = {lower}
+                else:
+                    given.add(lower)
             lines.append(name + b": " + value + b"\r\n")
+        if given is None:
+            lines.append(defaults.block)
+        else:
+            lines += [n + b": " + v + b"\r\n" for n, v in defaults.pairs if n.lower() not in given]
         if no_body:
             framing = Framing.NONE
             if length is None and status != 204 and status != 304 and not self._http10:

@@ -2,12 +2,13 @@
 
 Theory of operation
 -------------------
-The HTTP core parses the upgrade request once, with h11, and hands over the
-``h11.Request`` plus the bytes it read after the head. This object takes it from there:
-bytes go in with :meth:`WebSocketCore.receive_data` (and :meth:`~WebSocketCore.tick`
-for time), events come out of :meth:`~WebSocketCore.events_received`, the app's
-decisions go in with ``accept``/``reject*``/``send_*``, and the bytes to write come out
-of :meth:`~WebSocketCore.data_to_send`. Time is an argument, never read.
+The HTTP core parses the upgrade request once, with h11's grammar, and hands over the
+:class:`~corral.protocol.request.Request` plus the bytes it read after the head. This
+object takes it from there: bytes go in with :meth:`WebSocketCore.receive_data` (and
+:meth:`~WebSocketCore.tick` for time), events come out of
+:meth:`~WebSocketCore.events_received`, the app's decisions go in with
+``accept``/``reject*``/``send_*``, and the bytes to write come out of
+:meth:`~WebSocketCore.data_to_send`. Time is an argument, never read.
 
 States (:class:`WebSocketState`)::
 
@@ -21,8 +22,8 @@ Rules:
 
 * The handshake is checked by :func:`~corral.protocol.ws_limits.check_handshake`
   before wsproto sees it, so the status (400 or 426) is ours to choose. It is then
-  handed to wsproto with ``initiate_upgrade_connection``, which re-reads the same h11
-  objects: one parser, no re-serialised bytes from the network.
+  handed to wsproto with ``initiate_upgrade_connection``, which re-reads the same
+  parsed headers: one parser, no re-serialised bytes from the network.
 * Nothing is sent before the app decides (ASGI: the server must not finish the
   handshake first). Bytes the client sends early are buffered, up to one maximum
   message, and fed to wsproto after the 101 goes out.
@@ -71,6 +72,7 @@ from wsproto import events as wsevents
 from wsproto.connection import ConnectionState
 from wsproto.utilities import RemoteProtocolError
 
+from corral.protocol.request import Request
 from corral.protocol.ws_deflate import BoundedDeflate
 from corral.protocol.ws_limits import (
     REFUSAL_400,
@@ -209,7 +211,7 @@ class WebSocketCore:
         error_reason: Why the handshake was refused, for the log; "" if it was not.
     """
 
-    def __init__(self, request: h11.Request, trailing: bytes, *, limits: WebSocketLimits) -> None:
+    def __init__(self, request: Request, trailing: bytes, *, limits: WebSocketLimits) -> None:
         self._limits = limits
         # An unset timer is infinitely far away: no Optional on the tick path.
         self._ping_interval = math.inf if limits.ping_interval_s is None else limits.ping_interval_s
@@ -247,7 +249,7 @@ class WebSocketCore:
             self._refuse(Refusal(400, "too much data before the handshake response"))
             return
         try:
-            self._ws.initiate_upgrade_connection(list(request.headers), request.target)
+            self._ws.initiate_upgrade_connection(request.headers, request.target)
         except (RemoteProtocolError, UnicodeError):
             # wsproto's own checks (and its IDNA decode of Host) found something ours
             # let through; its verdict stands, with our status.

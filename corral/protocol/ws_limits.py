@@ -58,8 +58,9 @@ from wsproto.extensions import Extension
 from wsproto.frame_protocol import CloseReason, Opcode, RsvBits
 
 if TYPE_CHECKING:
-    import h11
     from wsproto.frame_protocol import FrameDecoder, FrameProtocol
+
+    from corral.protocol.request import Request
 
 #: 16 MiB: uvicorn's ``--ws-max-size`` default, hypercorn's ``websocket_max_message_size``
 #: and the largest message the Autobahn performance cases (9.1.6, 9.2.6) send.
@@ -151,7 +152,7 @@ def _valid_key(key: bytes) -> bool:
     return len(nonce) == 16 and base64.b64encode(nonce) == key
 
 
-def check_handshake(request: h11.Request) -> list[str] | Refusal:
+def check_handshake(request: Request) -> list[str] | Refusal:
     """Check an opening handshake; return the offered subprotocols or the refusal."""
     # Section 4.2.1 item 1: "An HTTP/1.1 or higher GET request".
     if request.method != b"GET" or request.http_version != b"1.1":

@@ -38,14 +38,8 @@ import logging
 import socket
 from typing import TYPE_CHECKING, Any, cast, final
 
-import h11
-
-from corral.protocol.http import (
-    HTTPCore,
-    ProtocolError,
-    UpgradeRequest,
-    simple_response,
-)
+from corral.protocol.http import Event, HTTPCore, ProtocolError, UpgradeRequest, simple_response
+from corral.protocol.request import Data, EndOfMessage, Request
 from corral.protocol.response import REASONS
 from corral.workers.cycle import CycleState, RequestCycle
 
@@ -89,6 +83,7 @@ class HTTPConnection(asyncio.Protocol):
     """Serves HTTP/1.1 on one connection; hands WebSocket upgrades over."""
 
     __slots__ = (
+        "_dispatching",
         "_drain_waiter",
         "_lingering",
         "_paused_for_body",
@@ -125,6 +120,9 @@ class HTTPConnection(asyncio.Protocol):
         self._paused_for_body = False
         self._paused_for_pipeline = False
         self._lingering = False
+        # _handle_events is running: a nested call (a response finished inside it, as an
+        # eagerly started app task can) leaves the new events to the running one.
+        self._dispatching = False
         self.websocket: Any = None
         #: The scope's ``tls`` extension on a TLS connection (built once), else None.
         self.tls: dict[str, Any] | None = None
@@ -229,15 +227,32 @@ class HTTPConnection(asyncio.Protocol):
     # -- events from the core ---------------------------------------------------------------
 
     def _handle_events(self) -> None:
-        for event in self.core.events_received():
-            # Most frequent first; isinstance on an exact type is as fast as ``is``.
-            if isinstance(event, h11.Data):
+        if self._dispatching:
+            # A response finished while an event was being handled (an app task started
+            # eagerly runs inside _start_cycle). Events of the next request must wait
+            # for the current list: it may still hold the previous request's end.
+            return
+        self._dispatching = True
+        try:
+            while events := self.core.events_received():
+                self._dispatch(events)
+        finally:
+            self._dispatching = False
+        if not self._paused_for_pipeline and self.core.wants_read_paused():
+            self._paused_for_pipeline = True
+            self._pause()
+
+    def _dispatch(self, events: list[Event]) -> None:
+        for event in events:
+            # Most frequent first. The event classes are final, so an exact type test
+            # says the same as isinstance, for less.
+            if type(event) is Data:
                 cycle = self.cycle
                 if cycle is not None:
                     cycle.feed_body(event.data)
-            elif isinstance(event, h11.Request):
+            elif type(event) is Request:
                 self._start_cycle(event)
-            elif isinstance(event, h11.EndOfMessage):
+            elif type(event) is EndOfMessage:
                 cycle = self.cycle
                 if cycle is not None:
                     cycle.feed_end()
@@ -249,11 +264,8 @@ class HTTPConnection(asyncio.Protocol):
                 self.server.start_websocket(self, event)
             elif self.cycle is None:  # ConnectionClosed: the peer sent EOF
                 self.close()
-        if not self._paused_for_pipeline and self.core.wants_read_paused():
-            self._paused_for_pipeline = True
-            self._pause()
 
-    def _start_cycle(self, request: h11.Request) -> None:
+    def _start_cycle(self, request: Request) -> None:
         server = self.server
         if not self.write_paused:
             self.clear_deadline()

@@ -30,9 +30,8 @@ import os
 from typing import IO, TYPE_CHECKING, Any, final
 from urllib.parse import unquote
 
-import h11
-
 from corral.protocol.http import LocalProtocolError
+from corral.protocol.request import Request
 from corral.workers.filesend import send_file
 from corral.workers.types import ASGI_WWW, ASGIApp, ClientDisconnected, Message
 
@@ -57,7 +56,7 @@ class CycleState(enum.Enum):
     FAILED = "failed"
 
 
-def http_scope(conn: HTTPConnection, request: h11.Request) -> dict[str, Any]:
+def http_scope(conn: HTTPConnection, request: Request) -> dict[str, Any]:
     """The ASGI HTTP scope of ``request`` (every key of spec 2.5)."""
     server = conn.server
     raw_path, _, query = request.target.partition(b"?")
@@ -86,7 +85,7 @@ def http_scope(conn: HTTPConnection, request: h11.Request) -> dict[str, Any]:
         "path": root_path + path if root_path else path,
         "raw_path": raw_path,
         "query_string": query,
-        "headers": list(request.headers),
+        "headers": request.headers,  # the core built this list for this scope
         "state": server.lifespan_state.copy(),  # shallow: startup objects are shared
         "extensions": extensions,
     }
@@ -120,7 +119,7 @@ class RequestCycle:
         "target",
     )
 
-    def __init__(self, conn: HTTPConnection, request: h11.Request) -> None:
+    def __init__(self, conn: HTTPConnection, request: Request) -> None:
         self._conn = conn
         self.scope = http_scope(conn, request)
         self.method = request.method
@@ -304,7 +303,8 @@ class RequestCycle:
         try:
             if state is CycleState.HEAD_HELD:
                 # Invalid names or values (response splitting) are refused here.
-                core.send_response(self.status, conn.server.response_headers(self._headers))
+                server = conn.server
+                core.send_response(self.status, self._headers, server.defaults, server.draining)
                 self.state = CycleState.STREAMING
             if body and not self._no_body:
                 core.send_body(body)
@@ -371,7 +371,8 @@ class RequestCycle:
                 )
                 more = bool(message.get("more_body", False))
             if self.state is CycleState.HEAD_HELD:
-                core.send_response(self.status, conn.server.response_headers(self._headers))
+                server = conn.server
+                core.send_response(self.status, self._headers, server.defaults, server.draining)
                 self.state = CycleState.STREAMING
             parts = None if self._no_body else core.frame_file(count)
         except LocalProtocolError as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, final
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, final
 from corral.config import Config
 from corral.logs import access_logger, format_access
 from corral.protocol.http import HTTPLimits, UpgradeRequest
+from corral.protocol.response import DefaultHeaders
 from corral.workers.proxy import ProxyHeaders
 from corral.workers.tls import ServerTLS
 from corral.workers.types import ASGIApp
@@ -87,14 +89,12 @@ class WorkerServer:
             name, _, value = text.partition(":")
             extra.append((name.strip().lower().encode("latin-1"), value.strip().encode("latin-1")))
         self._static_headers = ([SERVER_HEADER] if config.server_header else []) + extra
-        #: Response header names that need a second look: the defaults (the app's own
-        #: value wins) and Transfer-Encoding (the server does the framing).
-        self.special_names = frozenset(
-            [b"date", b"transfer-encoding", *(name for name, _ in self._static_headers)]
-        )
         self._date_header = config.date_header
         self._date_second = -1
+        #: Date, Server and ``--header`` as pairs (error responses, the WebSocket 101)
+        #: and rendered once for every response head (``defaults``).
         self.default_headers: list[tuple[bytes, bytes]] = list(self._static_headers)
+        self.defaults = DefaultHeaders(self.default_headers)
         self._refresh_headers()
 
     def _refresh_headers(self) -> None:
@@ -107,26 +107,7 @@ class WorkerServer:
             date = email.utils.formatdate(second, usegmt=True).encode("ascii")
             # A new list, never an in-place change: a response may be extending a copy.
             self.default_headers = [(b"date", date), *self._static_headers]
-
-    def response_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        """The app's headers, less Transfer-Encoding, plus the defaults it did not set.
-
-        The defaults are Date, Server and ``--header``. The framing is the server's
-        (ASGI: the server ignores any Transfer-Encoding the app sets).
-        """
-        for name, _ in headers:
-            if name.lower() in self.special_names:
-                # Rare: the app set a default header or Transfer-Encoding itself.
-                given = {name.lower() for name, _ in headers}
-                if b"transfer-encoding" in given:
-                    headers = [h for h in headers if h[0].lower() != b"transfer-encoding"]
-                headers.extend(h for h in self.default_headers if h[0] not in given)
-                break
-        else:
-            headers.extend(self.default_headers)
-        if self.draining:
-            headers.append((b"connection", b"close"))
-        return headers
+            self.defaults = DefaultHeaders(self.default_headers)
 
     # -- admission ----------------------------------------------------------------------------
 
@@ -142,8 +123,19 @@ class WorkerServer:
         self.active -= 1
 
     def run_cycle(self, cycle: RequestCycle) -> None:
-        """Run the app for one admitted request as a task."""
-        task = self.loop.create_task(cycle.run(self.app))
+        """Run the app for one admitted request as a task.
+
+        From Python 3.12 the task starts eagerly: the app runs at once, inside
+        ``data_received``, up to its first real wait. An app that answers without
+        waiting (most simple endpoints) finishes there, with no task scheduled and no
+        extra turn of the event loop.
+        """
+        if sys.version_info >= (3, 12):  # a version test mypy understands
+            task = asyncio.Task(cycle.run(self.app), loop=self.loop, eager_start=True)
+            if task.done():
+                return
+        else:
+            task = self.loop.create_task(cycle.run(self.app))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

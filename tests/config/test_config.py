@@ -182,3 +182,20 @@ def test_print_config_lists_every_option():
 def test_options_doc_is_current():
     """docs/options.md is what the declarations generate."""
     assert (ROOT / "docs" / "options.md").read_text() == render_docs()
+
+
+@pytest.mark.parametrize(
+    "text", ["X-Frame-Options: DENY", "X-Empty:", "X-Tab: a\tb", "X-Latin: caf\xe9"]
+)
+def test_valid_extra_header(text):
+    """--header takes any header a response may carry."""
+    assert load({"header": (text,)}).config.header == (text,)
+
+
+@pytest.mark.parametrize(
+    "text", ["no colon", "Bad Name: v", ": v", "X: a\x01b", "X: a\x7fb", "X: \u20ac", "X: a\rb"]
+)
+def test_invalid_extra_header(text):
+    """A --header that could not go out on the wire is refused when the config loads."""
+    with pytest.raises(ConfigError, match="is not 'Name: value'"):
+        load({"header": (text,)})

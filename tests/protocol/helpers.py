@@ -26,6 +26,7 @@ from corral.protocol.http import (
     ProtocolError,
     UpgradeRequest,
 )
+from corral.protocol.request import Data, EndOfMessage, Request
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -40,15 +41,15 @@ def summarize(events: Iterable[Event]) -> list[Summary]:
     out: list[Summary] = []
     body = b""
     for event in events:
-        if isinstance(event, h11.Data):
+        if isinstance(event, Data):
             body += event.data
             continue
         if body:
             out.append(("data", body))
             body = b""
-        if isinstance(event, h11.Request):
+        if isinstance(event, Request):
             out.append(("request", event.method, event.target))
-        elif isinstance(event, h11.EndOfMessage):
+        elif isinstance(event, EndOfMessage):
             out.append(("end",))
         elif isinstance(event, ProtocolError):
             out.append(("error", event.status))
@@ -250,16 +251,16 @@ def serve(
             if not events:
                 return
             for event in events:
-                if isinstance(event, h11.Request):
+                if isinstance(event, Request):
                     current.method = event.method.decode()
                     current.target = event.target.decode()
                     current.body = b""
                     if core.they_are_waiting_for_100_continue:
                         core.send_continue()
                         outcome.continued = True
-                elif isinstance(event, h11.Data):
+                elif isinstance(event, Data):
                     current.body += event.data
-                elif isinstance(event, h11.EndOfMessage):
+                elif isinstance(event, EndOfMessage):
                     outcome.requests.append((current.method, current.target, current.body))
                     answer = current.method.encode()
                     core.send_response(200, [(b"content-length", b"%d" % len(answer))])

@@ -40,6 +40,7 @@ from corral.protocol.http import (
     UpgradeRequest,
 )
 from corral.protocol.http import LocalProtocolError as HTTPLocalProtocolError
+from corral.protocol.request import Data, EndOfMessage, Request
 from corral.protocol.websocket import (
     CLOSED,
     CONNECTING,
@@ -204,7 +205,10 @@ class HTTPDriver:
         assert len(self.core._head) <= limit
         # h11's buffer: an incomplete chunk line or trailer section, or a head plus the
         # pipelined bytes handed over with it, plus the read in progress.
-        assert len(self.core._h11._receive_buffer) <= limit + self.max_read
+        # (None when the head was read without h11: there is no such buffer then.)
+        h11_conn = self.core._h11
+        if h11_conn is not None:
+            assert len(h11_conn._receive_buffer) <= limit + self.max_read
 
     def drain(self) -> None:
         """Check every event; answer between batches, as the app's task would."""
@@ -216,7 +220,7 @@ class HTTPDriver:
 
     def check(self, event: object) -> None:
         assert not self.over, f"{event!r} after the connection ended"
-        if isinstance(event, h11.Request):
+        if isinstance(event, Request):
             assert not self.in_request
             assert self.pending is None
             assert not self.closing, "a new request after the connection was to close"
@@ -224,11 +228,11 @@ class HTTPDriver:
             self.answered = False
             if self.answer_early:
                 self.owe()
-        elif isinstance(event, h11.Data):
+        elif isinstance(event, Data):
             assert self.in_request
             self.body_bytes += len(event.data)
             assert self.body_bytes <= (HTTP_LIMITS.max_body_bytes or 0)
-        elif isinstance(event, h11.EndOfMessage):
+        elif isinstance(event, EndOfMessage):
             assert self.in_request
             self.in_request = False
             if not self.answered and self.pending is None:
@@ -323,7 +327,7 @@ def test_http_valid_pipelines_are_all_served(
     original = driver.check
 
     def check(event: object) -> None:
-        if isinstance(event, h11.Request):
+        if isinstance(event, Request):
             served.append(event.target)
         original(event)
 
@@ -375,7 +379,7 @@ def client_stream(
     parser.receive_data(raw)
     request = parser.next_event()
     assert isinstance(request, h11.Request)
-    core = WebSocketCore(request, b"", limits=WS_LIMITS)
+    core = WebSocketCore(Request.from_h11(request), b"", limits=WS_LIMITS)
     core.accept()
     for chunk in core.data_to_send():
         client.receive_data(chunk)
@@ -553,7 +557,7 @@ def test_websocket_mutated_handshakes(mutations: list[Mutation], trailing: bytes
         return
     if not isinstance(request, h11.Request):
         return
-    core = WebSocketCore(request, trailing, limits=WS_LIMITS)
+    core = WebSocketCore(Request.from_h11(request), trailing, limits=WS_LIMITS)
     if core.error_status_hint is not None:
         assert core.error_status_hint in (400, 426)
         assert core.state is CLOSED

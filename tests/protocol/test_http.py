@@ -21,6 +21,7 @@ from corral.protocol.http import (
     check_head,
     simple_response,
 )
+from corral.protocol.request import EndOfMessage
 from tests.protocol.helpers import (
     HOST,
     ConnectionPair,
@@ -195,7 +196,7 @@ def test_any_split_gives_same_outcome(sizes: list[int]) -> None:
         start += size
         while batch := core.events_received():
             events += batch
-            if isinstance(batch[-1], h11.EndOfMessage):
+            if isinstance(batch[-1], EndOfMessage):
                 core.send_response(204, [])
                 core.send_end()
                 core.data_to_send()

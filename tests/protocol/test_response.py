@@ -5,7 +5,7 @@ from __future__ import annotations
 import h11
 import pytest
 
-from corral.protocol.response import ResponseError, ResponseState, ResponseWriter
+from corral.protocol.response import DefaultHeaders, ResponseError, ResponseState, ResponseWriter
 
 
 def writer(method: bytes = b"GET", version: bytes = b"1.1", keep_alive: bool = True):
@@ -215,3 +215,41 @@ def test_file_framing_close_delimited():
     w = writer(version=b"1.0")
     w.head(200, [], close=False)
     assert w.file(3) == (b"", b"")
+
+
+# -- the server's default headers -------------------------------------------------------------
+
+DEFAULTS = [(b"date", b"Fri, 04 Dec 2026 13:00:00 GMT"), (b"server", b"corral")]
+
+
+def test_defaults_follow_the_app_headers() -> None:
+    """Date and Server are appended, rendered once, after the app's own headers."""
+    defaults = DefaultHeaders(DEFAULTS)
+    raw = writer().head(200, [(b"content-length", b"0")], close=False, defaults=defaults)
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n" + defaults.block)
+    response, _ = client_reads(raw)
+    assert dict(response.headers)[b"server"] == b"corral"
+
+
+def test_app_value_of_a_default_wins() -> None:
+    """A Server (any case) set by the app replaces the default; Date is still added."""
+    defaults = DefaultHeaders(DEFAULTS)
+    headers = [(b"Server", b"mine"), (b"SERVER", b"again"), (b"content-length", b"0")]
+    raw = writer().head(200, headers, close=False, defaults=defaults)
+    response, _ = client_reads(raw)
+    values = [(n, v) for n, v in response.headers if n in (b"server", b"date")]
+    assert values == [(b"server", b"mine"), (b"server", b"again"), DEFAULTS[0]]
+
+
+@pytest.mark.parametrize(
+    ("pair", "message"),
+    [
+        ((b"x", "v"), "must be bytes"),
+        ((b"bad name", b"v"), "invalid header name"),
+        ((b"x", b"a\r\nb"), "invalid value"),
+    ],
+)
+def test_invalid_default_header(pair: tuple[bytes, bytes], message: str) -> None:
+    """A default header is checked by the same rules as the app's, once, up front."""
+    with pytest.raises(ResponseError, match=message):
+        DefaultHeaders([pair])

@@ -15,6 +15,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto import events as ws
 from wsproto.extensions import Extension, PerMessageDeflate
 
+from corral.protocol.request import Request
 from corral.protocol.websocket import CloseReceived, Event, WebSocketCore, WebSocketLimits
 
 # A fixed mask keeps hand-made frames reproducible; the server must unmask any key.
@@ -33,7 +34,7 @@ GOOD_HEADERS: list[tuple[bytes, bytes]] = [
 ]
 
 
-def parse_upgrade(raw: bytes) -> tuple[h11.Request, bytes]:
+def parse_upgrade(raw: bytes) -> tuple[Request, bytes]:
     """Parse a request head with h11 as the HTTP core does; return it and the rest."""
     conn = h11.Connection(h11.SERVER)
     conn.receive_data(raw)
@@ -41,7 +42,7 @@ def parse_upgrade(raw: bytes) -> tuple[h11.Request, bytes]:
     assert isinstance(request, h11.Request)
     while conn.next_event() not in (h11.PAUSED, h11.NEED_DATA):
         pass
-    return request, conn.trailing_data[0]
+    return Request.from_h11(request), conn.trailing_data[0]
 
 
 def raw_request(
