@@ -124,6 +124,9 @@ def test_a_syntax_error_is_a_500_page_until_fixed(tmp_path: Path):
     with reload_server(tmp_path) as srv:
         write_app(tmp_path, extra="\nbroken = (\n")
         srv.wait_for_line("generation 2 READY")
+        # The retired worker answers until its drain signal is handled, a moment after
+        # the master's READY line: wait for it to go, so only the error page answers.
+        srv.wait_for_line(r"generation 1\) exited")
         wait_until(lambda: get(srv)[0] == 500, 10, "the error page")
         _, text = get(srv)
         assert "SyntaxError" in text
