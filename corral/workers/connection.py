@@ -85,6 +85,7 @@ class HTTPConnection(asyncio.Protocol):
     __slots__ = (
         "_dispatching",
         "_drain_waiter",
+        "_eager",
         "_lingering",
         "_paused_for_body",
         "_paused_for_pipeline",
@@ -123,6 +124,10 @@ class HTTPConnection(asyncio.Protocol):
         # _handle_events is running: a nested call (a response finished inside it, as an
         # eagerly started app task can) leaves the new events to the running one.
         self._dispatching = False
+        # The next app task may start eagerly (see WorkerServer.run_cycle): one per
+        # call of _handle_events, so pipelined requests cannot run back to back
+        # inside one callback while other connections wait.
+        self._eager = False
         self.websocket: Any = None
         #: The scope's ``tls`` extension on a TLS connection (built once), else None.
         self.tls: dict[str, Any] | None = None
@@ -233,6 +238,7 @@ class HTTPConnection(asyncio.Protocol):
             # for the current list: it may still hold the previous request's end.
             return
         self._dispatching = True
+        self._eager = True
         try:
             while events := self.core.events_received():
                 self._dispatch(events)
@@ -271,7 +277,9 @@ class HTTPConnection(asyncio.Protocol):
             self.clear_deadline()
         cycle = self.cycle = RequestCycle(self, request)
         if server.admit():
-            server.run_cycle(cycle)
+            eager = self._eager
+            self._eager = False
+            server.run_cycle(cycle, eager=eager)
         else:
             # Over --limit-concurrency: refuse this request, not the connection's
             # future ones (idle keep-alive connections never count).

@@ -122,15 +122,15 @@ class WorkerServer:
     def release(self) -> None:
         self.active -= 1
 
-    def run_cycle(self, cycle: RequestCycle) -> None:
+    def run_cycle(self, cycle: RequestCycle, *, eager: bool = False) -> None:
         """Run the app for one admitted request as a task.
 
-        From Python 3.12 the task starts eagerly: the app runs at once, inside
-        ``data_received``, up to its first real wait. An app that answers without
-        waiting (most simple endpoints) finishes there, with no task scheduled and no
-        extra turn of the event loop.
+        With ``eager`` on Python 3.12+ the task starts eagerly: the app runs at once,
+        inside ``data_received``, up to its first real wait. An app that answers
+        without waiting (most simple endpoints) finishes there, with no task scheduled
+        and no extra turn of the event loop.
         """
-        if sys.version_info >= (3, 12):  # a version test mypy understands
+        if eager and sys.version_info >= (3, 12):  # a version test mypy understands
             task = asyncio.Task(cycle.run(self.app), loop=self.loop, eager_start=True)
             if task.done():
                 return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -528,3 +529,56 @@ def test_upgrade_is_handed_over_without_an_http_deadline(env: Env) -> None:
     assert conn.deadline_reason is Deadline.NONE
     env.advance(server, 5.0)
     assert transport.written == b""
+
+
+# -- eager app tasks (Python 3.12+) --------------------------------------------------------------
+
+
+def feed_in_loop(env: Env, conn: HTTPConnection, data: bytes, check: Callable[[], Any]) -> Any:
+    """Call data_received from inside the running loop, as asyncio does, and return
+    ``check()`` evaluated right after it (before any other task ran)."""
+
+    async def inside() -> Any:
+        conn.data_received(data)
+        return check()
+
+    return env.loop.run_until_complete(inside())
+
+
+def test_an_app_that_does_not_wait_answers_inside_data_received(env: Env) -> None:
+    """On 3.12+ the app task starts eagerly: the response is written before
+    data_received returns. Before 3.12 it waits for the next turn of the loop."""
+    server = env.server(hello)
+    conn, transport = env.connect(server)
+    answered = feed_in_loop(env, conn, GET, lambda: b" 200 " in bytes(transport.written))
+    assert answered is (sys.version_info >= (3, 12))
+    env.settle()
+    assert bytes(transport.written).count(b" 200 ") == 1
+    assert not server.tasks  # nothing left running either way
+
+
+def test_pipelined_request_gets_its_own_body(env: Env) -> None:
+    """A request pipelined behind one answered at once gets its own body and end:
+    the first request's end of message is never fed to the second cycle."""
+
+    async def echo(scope: Any, receive: Any, send: Any) -> None:
+        if scope["method"] == "GET":
+            await respond(send, b"[]")  # at once, without reading the (empty) body
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        await respond(send, b"[" + body + b"]")
+
+    server = env.server(echo)
+    conn, transport = env.connect(server)
+    # The second body is cut: its end must come from the rest, not from the first.
+    feed_in_loop(env, conn, GET + post(5) + b"he", lambda: None)
+    env.settle()
+    conn.data_received(b"llo" + GET)
+    env.settle(until=lambda: bytes(transport.written).count(b" 200 ") == 3)
+    written = bytes(transport.written)
+    assert written.index(b"[]") < written.index(b"[hello]") < written.rindex(b"[]")
