@@ -323,12 +323,14 @@ class RequestCycle:
                 conn.abort()
                 conn.server.log_access(conn, self.status, self.bytes_sent, self)
             raise RuntimeError(f"invalid response: {exc}") from None
-        conn.flush()
         if not more:
+            conn.flush()
             self.state = CycleState.DONE
             self._wake()  # a receive() waiting for the end returns http.disconnect
             conn.response_finished(self)
             return
+        # More to come: chunks sent in one go leave in one write (see flush_soon).
+        conn.flush_soon()
         if conn.write_paused:
             await conn.wait_writable()
             if self.disconnected:

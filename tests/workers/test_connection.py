@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from corral.config import Config
-from corral.workers.connection import LINGER_S, Deadline, HTTPConnection
+from corral.workers.connection import COALESCE_BYTES, LINGER_S, Deadline, HTTPConnection
 from corral.workers.cycle import BODY_HIGH_WATER_BYTES
 from corral.workers.server import WorkerServer
 from corral.workers.types import ClientDisconnected
@@ -582,3 +582,80 @@ def test_pipelined_request_gets_its_own_body(env: Env) -> None:
     env.settle(until=lambda: bytes(transport.written).count(b" 200 ") == 3)
     written = bytes(transport.written)
     assert written.index(b"[]") < written.index(b"[hello]") < written.rindex(b"[]")
+
+
+# -- coalescing streamed chunks -----------------------------------------------------------------
+
+
+def count_writes(transport: FakeTransport) -> list[int]:
+    """Record the size of every write from now on."""
+    sizes: list[int] = []
+    write = transport.write
+
+    def counting(data: bytes | bytearray | memoryview) -> None:
+        sizes.append(len(data))
+        write(data)
+
+    transport.write = counting  # type: ignore[method-assign]
+    return sizes
+
+
+def test_chunks_sent_in_one_go_leave_in_one_write(env: Env) -> None:
+    """Sixteen body chunks sent without waiting go out as one write, in order."""
+
+    async def stream(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for i in range(16):
+            await send({"type": "http.response.body", "body": b"<%d>" % i, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    server = env.server(stream)
+    conn, transport = env.connect(server)
+    sizes = count_writes(transport)
+    conn.data_received(GET)
+    env.settle()
+    assert len(sizes) == 1
+    body = bytes(transport.written).partition(b"\r\n\r\n")[2]
+    assert body.startswith(b"3\r\n<0>\r\n3\r\n<1>\r\n")
+    assert body.endswith(b"4\r\n<15>\r\n0\r\n\r\n")
+
+
+def test_a_chunk_then_a_wait_is_written_before_the_wait(env: Env) -> None:
+    """A streamed chunk followed by a real wait (server-sent events) is on the wire
+    at the end of that loop turn, not held until the next chunk."""
+    gate = asyncio.Event()
+
+    async def events(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"tick", "more_body": True})
+        await gate.wait()
+        await send({"type": "http.response.body", "body": b""})
+
+    server = env.server(events)
+    conn, transport = env.connect(server)
+    conn.data_received(GET)
+    env.settle()
+    assert bytes(transport.written).endswith(b"4\r\ntick\r\n")
+    gate.set()
+    env.settle()
+    assert bytes(transport.written).endswith(b"0\r\n\r\n")
+
+
+def test_held_bytes_are_bounded(env: Env) -> None:
+    """An app streaming without ever waiting has at most COALESCE_BYTES held back: the
+    rest is written as it comes, so backpressure still reaches it."""
+    chunk = b"x" * (COALESCE_BYTES // 2)
+
+    async def flood(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(8):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    server = env.server(flood)
+    conn, transport = env.connect(server)
+    sizes = count_writes(transport)
+    conn.data_received(GET)
+    env.settle()
+    assert len(sizes) >= 4
+    assert max(sizes) <= COALESCE_BYTES + len(chunk) + 1024
