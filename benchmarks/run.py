@@ -121,9 +121,12 @@ def _uvicorn(http: str, loop: str) -> Callable[[int, int, str], list[str]]:
     return argv
 
 
-def _gunicorn(port: int, workers: int, app: str) -> list[str]:
-    flags = f"-k asgi -w {workers} -b {HOST}:{port} --log-level warning"
-    return [str(VBIN / "gunicorn"), *flags.split(), app]
+def _gunicorn(loop: str) -> Callable[[int, int, str], list[str]]:
+    def argv(port: int, workers: int, app: str) -> list[str]:
+        flags = f"-k asgi --asgi-loop {loop} -w {workers} -b {HOST}:{port} --log-level warning"
+        return [str(VBIN / "gunicorn"), *flags.split(), app]
+
+    return argv
 
 
 def _hypercorn(worker_class: str) -> Callable[[int, int, str], list[str]]:
@@ -167,7 +170,22 @@ SERVERS = {
             _uvicorn("httptools", "uvloop"),
             _with_supervisor,
         ),
-        Server("gunicorn-asgi", "gunicorn -k asgi (uvloop)", "gunicorn", _gunicorn, _always),
+        # gunicorn's pure-Python parser (gunicorn_h1c is not installed) on either loop:
+        # the first is the pure-Python peer, the second faces corral-uvloop.
+        Server(
+            "gunicorn-asgi",
+            "gunicorn -k asgi --asgi-loop asyncio",
+            "gunicorn",
+            _gunicorn("asyncio"),
+            _always,
+        ),
+        Server(
+            "gunicorn-asgi-uvloop",
+            "gunicorn -k asgi --asgi-loop uvloop",
+            "gunicorn",
+            _gunicorn("uvloop"),
+            _always,
+        ),
         Server("hypercorn", "hypercorn -k asyncio", "hypercorn", _hypercorn("asyncio"), _always),
         Server("granian", "granian --interface asgi", "granian", _granian, _always),
         # Not in the default list; pass --servers to add them.
@@ -1210,7 +1228,8 @@ def write_results(path: Path, section: str, workers: int) -> None:
 
 
 def profile(ctx: Context) -> None:
-    """py-spy the corral worker under a hello load and print the top frames."""
+    """py-spy the corral worker under one load (``--profile-load``) and print the top
+    frames."""
     pyspy = VBIN / "py-spy"
     if not pyspy.exists():
         raise SystemExit("py-spy is not installed in benchmarks/.venv")
@@ -1218,7 +1237,9 @@ def profile(ctx: Context) -> None:
     try:
         worker = wait_for_workers(running, 1)[0]
         raw = ctx.tmp / "profile.txt"
-        run_wrk(ctx, running, "/", 1)
+        which = ctx.args.profile_load
+        warm: dict[str, Any] = {}
+        run_load(ctx, running, which, warm)  # warm-up, also checks the load works
         spy = subprocess.Popen(
             [
                 str(pyspy),
@@ -1239,11 +1260,14 @@ def profile(ctx: Context) -> None:
             stderr=subprocess.PIPE,
         )
         time.sleep(0.5)
-        load = run_wrk(ctx, running, "/", ctx.args.duration)
+        result: dict[str, Any] = {}
+        run_load(ctx, running, which, result)
+        load = result.get(which, {})
         _, err = spy.communicate(timeout=ctx.args.duration + 60)
         if spy.returncode != 0 or not raw.exists():
             raise SystemExit(f"py-spy failed: {err.decode(errors='replace')[-500:]}")
-        print(f"hello under py-spy: {load['rps']:,.0f} req/s (profiler running)")
+        rate = load.get("rps", load.get("msgs_per_s", 0.0))
+        print(f"{which} under py-spy: {rate:,.0f}/s (profiler running)")
         print_profile(raw.read_text(), ctx.args.profile_top)
         if ctx.args.profile_out:
             shutil.copy(raw, ctx.args.profile_out)
@@ -1334,6 +1358,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--wrk", default=shutil.which("wrk") or "/usr/bin/wrk")
     parser.add_argument(
         "--profile", action="store_true", help="profile corral's hello path with py-spy instead"
+    )
+    parser.add_argument(
+        "--profile-load", choices=LOADS, default="hello", help="the load --profile runs"
     )
     parser.add_argument("--profile-top", type=int, default=30)
     parser.add_argument("--profile-out", help="also keep py-spy's collapsed stacks here")

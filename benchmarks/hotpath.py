@@ -1,0 +1,110 @@
+"""In-process cost of one request on corral's hot path (no sockets, no wrk).
+
+The real ``HTTPConnection`` + ``RequestCycle`` + ``HTTPCore`` on a transport whose
+``write`` only counts, fed the same request N times. It reports microseconds per
+request and, with ``--calls``, Python function calls per request (cProfile): the call
+count is deterministic, so it holds up on a busy machine where timings do not.
+
+    python3 benchmarks/hotpath.py                 # hello GET, best of 5
+    python3 benchmarks/hotpath.py --echo          # 64 KiB POST echo
+    python3 benchmarks/hotpath.py --calls         # function calls per request
+
+This is a tool for A/B comparisons of the hot path while changing it; the
+side-by-side figures against other servers come from ``run.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import pstats
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.apps import app
+from corral.config import Config
+from corral.workers.connection import HTTPConnection
+from corral.workers.server import WorkerServer
+
+HELLO = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"
+ECHO_BODY = b"x" * 65536
+ECHO = b"POST /echo HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nContent-Length: 65536\r\n\r\n" + ECHO_BODY
+
+
+class CountingTransport(asyncio.Transport):
+    """Takes writes and counts bytes; never pauses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = 0
+
+    def write(self, data: Any) -> None:
+        self.written += len(data)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 5555)}.get(name, default)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+async def _serve(n: int, request: bytes, chunk: int) -> float:
+    loop = asyncio.get_running_loop()
+    server = WorkerServer(Config(app="x:y", access_log=False), app, {}, loop)
+    conn = HTTPConnection(server)
+    transport = CountingTransport()
+    conn.connection_made(transport)
+    pieces = [request[i : i + chunk] for i in range(0, len(request), chunk)]
+    start = time.perf_counter()
+    for _ in range(n):
+        for piece in pieces:
+            conn.data_received(piece)
+        # Let the app's task run to the end (two turns cover hello and echo).
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+    elapsed = time.perf_counter() - start
+    expected = n * (len(ECHO_BODY) if request is ECHO else 13)
+    assert transport.written >= expected, (transport.written, expected)
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=20000, help="requests per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--echo", action="store_true", help="64 KiB POST echo")
+    parser.add_argument("--calls", action="store_true", help="count calls per request")
+    args = parser.parse_args()
+    request = ECHO if args.echo else HELLO
+    chunk = 65536  # how a socket read would cut it
+    n = args.n // 10 if args.echo else args.n
+    if args.calls:
+        profile = cProfile.Profile()
+        profile.enable()
+        asyncio.run(_serve(n, request, chunk))
+        profile.disable()
+        stats = pstats.Stats(profile)
+        print(f"{stats.total_calls / n:.1f} function calls per request")  # type: ignore[attr-defined]
+        stats.sort_stats("tottime").print_stats(25)
+        return
+    best = min(asyncio.run(_serve(n, request, chunk)) for _ in range(args.rounds))
+    print(f"{best / n * 1e6:.2f} us per request (best of {args.rounds} rounds of {n})")
+
+
+if __name__ == "__main__":
+    main()
