@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -67,8 +68,27 @@ async def whoami(scope, receive, send):
     )
 
 
+#: The helpers /helper started (kept, so that no Popen is collected while it runs).
+_helpers: list[subprocess.Popen[bytes]] = []
+
+
+def _start_helper() -> int:
+    """Start ``sleep 60`` the way os.system() or a plain fork and exec would: without
+    closing descriptors, so it inherits every inheritable one the worker has."""
+    helper = subprocess.Popen(
+        ["sleep", "60"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        close_fds=False,
+    )
+    _helpers.append(helper)
+    return helper.pid
+
+
 async def orphans(scope, receive, send):
-    """/spawn leaves an orphan (a shell's background child); /kill?pid= ends it;
+    """/spawn leaves an orphan (a shell's background child); /helper starts a child
+    that inherits the worker's inheritable descriptors; /kill?pid= ends either;
     /state?pid= says its state and parent, as this PID namespace sees them; ?sleep=S
     answers after S seconds."""
     if scope["type"] == "lifespan":
@@ -87,9 +107,16 @@ async def orphans(scope, receive, send):
             "sleep 60 >/dev/null 2>&1 </dev/null & echo $!",
             stdout=asyncio.subprocess.PIPE,
         )
-        out, _ = await shell.communicate()
-        pid = int(out.strip())
+        assert shell.stdout is not None
+        pid = int(await shell.stdout.readline())
+        # Wait for the shell to exit, not for EOF on its stdout as communicate() does:
+        # uvloop ignores close_fds and leaves the shell a second copy of the pipe's write
+        # end (besides fd 1), which `sleep` inherits, so EOF would come only when sleep
+        # exits, 60 s later.
+        await shell.wait()
         await _json(send, {"pid": pid, "worker": os.getpid()})
+    elif scope["path"] == "/helper":
+        await _json(send, {"pid": _start_helper()})
     elif scope["path"] == "/kill":
         os.kill(int(query["pid"]), 15)
         await _json(send, {"killed": int(query["pid"])})

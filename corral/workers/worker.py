@@ -132,6 +132,14 @@ def run_worker(config: Config, listeners: list[socket.socket], ctx: WorkerContex
         signal.signal(signum, signal.SIG_IGN)
     with contextlib.suppress(ValueError):
         signal.set_wakeup_fd(-1)
+    # The listening sockets are inheritable in the master, which hands them over on a
+    # USR2 re-exec. Here they must not reach the app's subprocesses (os.system,
+    # close_fds=False, any subprocess under uvloop, which ignores close_fds): one that
+    # outlives the server would keep the port bound, and the kernel would queue
+    # connections that nobody accepts. The close-on-exec flag belongs to this process's
+    # descriptors: the master's copies keep theirs.
+    for listener in listeners:
+        listener.set_inheritable(False)
     # TLS files are read first, with the master's rights (a key may be root's only);
     # then --user/--group/--umask, before anything of the app runs and before
     # PDEATHSIG, which a change of credentials clears.

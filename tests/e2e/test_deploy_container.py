@@ -22,6 +22,7 @@ import pytest
 
 from corral.supervisor.loop import SHUTDOWN_MARGIN_S
 from corral.workers.worker import CANCEL_WAIT_S
+from tests.e2e.test_startup import LOOPS
 from tests.harness import ROOT, TIME_FACTOR, Server, read_response, wait_until
 
 CONTAINER = ROOT / "deploy" / "container"
@@ -145,23 +146,32 @@ def test_kubernetes_grace_period_fits_the_drain():
 # -- PID 1 -----------------------------------------------------------------------------------------
 
 
-def pid1_server(app: str) -> Server:
+def pid1_server(app: str, env: dict[str, str] | None = None) -> Server:
     argv = image_command(app)
     argv[argv.index("--bind") + 1] = "127.0.0.1:0"
-    return Server(*argv, wrap=UNSHARE)
+    return Server(*argv, wrap=UNSHARE, env=env)
 
 
 @needs_pid_namespace
-def test_pid1_reaps_orphans_and_stops_gracefully():
+@pytest.mark.parametrize("loop", LOOPS)
+def test_pid1_reaps_orphans_and_stops_gracefully(loop):
     """As PID 1: an orphan of the app's subprocess is reparented to corral and reaped
-    when it exits; TERM drains an in-flight request and the exit code is 0."""
-    with pid1_server("tests.apps_deploy:orphans") as srv:
+    when it exits; TERM drains an in-flight request and the exit code is 0. With either
+    event loop: the image's command line leaves --loop at auto (the loop is set through
+    the environment, so that command line stays as it is)."""
+    with pid1_server("tests.apps_deploy:orphans", env={"CORRAL_LOOP": loop}) as srv:
         srv.wait_for_line(r"corral master 1 serving")
         corral = host_pid_of_child(srv.pid)
         spawned = get_json(srv, "/spawn")
         assert isinstance(spawned, dict)
         orphan = spawned["pid"]
-        assert get_json(srv, f"/state?pid={orphan}") == {"state": "S", "ppid": 1}
+
+        def adopted() -> bool:
+            # The shell has exited, but its background child may not have exec'd sleep
+            # yet (running, R): wait until it sleeps, with corral as its parent.
+            return get_json(srv, f"/state?pid={orphan}") == {"state": "S", "ppid": 1}
+
+        wait_until(adopted, 10, "the orphan to sleep as a child of PID 1")
         get_json(srv, f"/kill?pid={orphan}")
 
         def reaped() -> bool:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import json
+import os
 import signal
 import socket
 import subprocess
@@ -11,6 +15,20 @@ import threading
 import pytest
 
 from tests.harness import ROOT, TIME_FACTOR, Server, pid_alive, read_response, wait_until
+
+#: The event loops a worker can run, for ``pytest.mark.parametrize("loop", LOOPS)``: what
+#: the app's subprocesses inherit depends on the loop (uvloop ignores close_fds), and
+#: ``--loop auto`` would test whichever happens to be installed.
+LOOPS = [
+    "asyncio",
+    pytest.param(
+        "uvloop",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("uvloop") is None,
+            reason="uvloop (the speedups extra) is not installed",
+        ),
+    ),
+]
 
 
 def run_to_exit(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
@@ -119,6 +137,31 @@ def test_port_in_use_exit_5():
     assert proc.returncode == 5
     assert f"cannot bind 127.0.0.1:{port}: Address already in use" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_port_is_free_after_exit_while_the_apps_child_lives_on(loop):
+    """A process the app started without closing descriptors (os.system, close_fds=False,
+    any subprocess under uvloop) does not get the listening socket: once corral has
+    exited, connections are refused and a restarted server can bind the port again,
+    although that process still runs."""
+    with Server("tests.apps_deploy:orphans", "--loop", loop) as srv:
+        status, _, body = get(srv, "/helper")
+        assert status == 200, body
+        helper = json.loads(body)["pid"]
+        try:
+            srv.signal(signal.SIGTERM)
+            assert srv.wait() == 0
+            assert pid_alive(helper)  # else the checks below would prove nothing
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection((srv.host, srv.port), timeout=1).close()
+            with socket.socket() as again:
+                again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                again.bind((srv.host, srv.port))
+                again.listen()
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(helper, signal.SIGKILL)
 
 
 def test_usage_error_exit_2():
