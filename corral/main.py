@@ -7,6 +7,7 @@ callers (``corral.run(app="pkg.mod:app", workers=2)``).
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import sys
@@ -146,6 +147,12 @@ def serve(loaded: LoadedConfig, cli: Mapping[str, object], config_file: str | No
                 # Re-exec'd with workers that serve: exiting would kill them. Let the new
                 # workers fail to import instead, which abandons the hand-over.
                 logger.error("--preload failed after re-exec; the adopted workers keep serving")
+            else:
+                # Move what the import made to the permanent generation, which no
+                # collection scans: a worker's full collection would otherwise write to
+                # every preloaded object's GC header and un-share its page (the gc.freeze
+                # documentation recommends this before forking).
+                gc.freeze()
         scheme = "http" if config.ssl_certfile is None else "https"
         for listener in listeners:
             if listener.fdname is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import sys
@@ -132,6 +133,15 @@ async def failing_startup(scope, receive, send):
 
 def factory():
     return hello
+
+
+async def frozen(scope, receive, send):
+    """Answers with the worker's gc.get_freeze_count() (objects in the permanent generation)."""
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    body = str(gc.get_freeze_count()).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
 
 
 not_an_app = 42

@@ -10,7 +10,6 @@ therefore goes silent, which is what the master watches for).
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import sys
 import time
@@ -34,6 +33,20 @@ if TYPE_CHECKING:
 SWEEP_INTERVAL_S = 0.25
 
 SERVER_HEADER = (b"server", b"corral")
+
+# RFC 9110 section 5.6.7: IMF-fixdate names days and months in English whatever the
+# process's locale (time.strftime's %a and %b follow it).
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(seconds: float) -> bytes:
+    """The Date header value for a Unix time, e.g. ``Sun, 06 Nov 1994 08:49:37 GMT``."""
+    t = time.gmtime(seconds)
+    return (
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
+    ).encode("ascii")
 
 
 @final
@@ -104,7 +117,7 @@ class WorkerServer:
         second = int(time.time())
         if second != self._date_second:
             self._date_second = second
-            date = email.utils.formatdate(second, usegmt=True).encode("ascii")
+            date = http_date(second)
             # A new list, never an in-place change: a response may be extending a copy.
             self.default_headers = [(b"date", date), *self._static_headers]
             self.defaults = DefaultHeaders(self.default_headers)

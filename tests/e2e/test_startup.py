@@ -177,6 +177,15 @@ def test_factory_and_preload():
         assert get(srv)[2] == b"hello"
 
 
+@pytest.mark.parametrize("preload", [True, False])
+def test_preload_freezes_the_imported_heap(preload):
+    """With --preload the master freezes the GC generations before forking, so a
+    worker's collections leave the shared pages alone; without it nothing is frozen."""
+    with Server("tests.apps:frozen", *(["--preload"] if preload else [])) as srv:
+        frozen = int(get(srv)[2])
+    assert (frozen > 0) is preload
+
+
 def test_unix_socket(tmp_path):
     """unix:PATH serves, and the socket file is removed on exit."""
     path = tmp_path / "s.sock"
