@@ -64,6 +64,9 @@ class Server:
         full_env = dict(os.environ)
         full_env.pop("NOTIFY_SOCKET", None)
         full_env.setdefault("PYTHONUNBUFFERED", "1")
+        # --loop auto would pick uvloop wherever it is installed (the test extra has it):
+        # the suite runs on asyncio unless a test asks for a loop (tests/e2e/test_loops.py).
+        full_env.setdefault("CORRAL_LOOP", "asyncio")
         full_env.update(env or {})
         self.argv = argv
         self.lines: list[str] = []
