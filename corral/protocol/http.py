@@ -1,4 +1,4 @@
-"""The sans-I/O HTTP/1.1 server core: h11 with request-smuggling hardening in front.
+"""The sans-I/O HTTP/1.1 server core: h11's rules with request-smuggling hardening in front.
 
 Theory of operation
 -------------------
@@ -8,10 +8,10 @@ write come out of :meth:`HTTPCore.data_to_send`. Nothing here reads a clock, tou
 socket or knows about asyncio (``tests/protocol/test_sans_io_imports.py`` enforces the
 imports).
 
-h11 does the parsing and the framing. It is deliberately lenient in places where a
-front-end proxy may parse differently (``research/protocol.md`` section 5), and a
-difference between two parsers of one byte stream is a request-smuggling vector. So
-every request head passes through :func:`check_head` before h11 sees it:
+h11 decides how a request is parsed and framed. It is deliberately lenient in places
+where a front-end proxy may parse differently (``research/protocol.md`` section 5), and
+a difference between two parsers of one byte stream is a request-smuggling vector. So
+every request head passes through :func:`check_head` before it is parsed:
 
 * the head must end in CRLF CRLF and use CRLF everywhere (RFC 9112 section 2.2 allows
   a recipient to accept a bare LF; we do not, because a proxy in front may not);
@@ -39,29 +39,39 @@ Content-Lengths, a Content-Length over 20 digits, codings other than ``chunked``
 chunk sizes over 20 hex digits and anything but CRLF after chunk data (h11 >= 0.16,
 CVE-2025-43859).
 
+Two ways to read a checked head, one outcome. A plain head (no Transfer-Encoding, no
+Expect, one well-formed Content-Length at most, the Host count right, version 1.0 or
+1.1) is read by :func:`~corral.protocol.request.parse_head` with h11's own request-line
+grammar, and its Content-Length body is counted down here: no ``h11.Connection`` is
+made. Every other head goes to a fresh ``h11.Connection``, which parses it and its body
+or refuses it. ``parse_head`` only ever says "this is the request h11 would read",
+never "this is an error", so every refusal is h11's (request.py explains the rule and
+``tests/protocol/test_request.py`` checks it against h11).
+
 States
 ------
 ``HEAD``     waiting for (the rest of) a request head; bytes collect in ``_head``.
-``BODY``     the head went to h11, which parses the body. After the response is
-             complete an unread body is read and discarded here (``_discarding``).
+``BODY``     the head was read; the body is counted here (``_h11`` is None, bytes
+             still due in ``_remaining``) or parsed by h11. After the response is
+             complete an unread body is read and discarded (``_discarding``).
 ``DONE``     the whole request is in; the response may still be in progress. Bytes
              that arrive now belong to pipelined requests and collect in ``_head``.
 ``SWITCHED`` a WebSocket upgrade was handed over: this object is finished.
 ``ERROR``    the connection is over: a ``ProtocolError`` or ``ConnectionClosed`` was
              reported and :meth:`HTTPCore.close_expected` is true.
 
-One h11 connection serves one request. When both sides are done,
-:meth:`HTTPCore.start_next_cycle` starts a new h11 connection and puts the pipelined
-bytes back through ``HEAD``, so a pipelined request is checked exactly like the first
-one, and only once the previous response is complete. A new ``h11.Connection`` costs
-about a microsecond, against some 30 for h11 to parse and serialise one exchange.
+An h11 connection, when one is needed, serves one request. When both sides are done,
+:meth:`HTTPCore.start_next_cycle` drops it and puts the pipelined bytes back through
+``HEAD``, so a pipelined request is checked exactly like the first one, and only once
+the previous response is complete.
 
 Pipelining is bounded: :meth:`HTTPCore.wants_read_paused` tells the adapter to stop
 reading once the bytes waiting in ``DONE`` pass ``max_header_bytes``.
 
 Invariants: ``_head`` is empty in ``BODY``; in ``HEAD`` it never holds a complete head
-(a complete head moves to h11 at once) nor more than ``max_header_bytes``; h11 is fed
-only heads that passed :func:`check_head`; after ``ERROR`` nothing is parsed again.
+(a complete head is read at once) nor more than ``max_header_bytes``; only heads that
+passed :func:`check_head` are read, either way; after ``ERROR`` nothing is parsed
+again.
 
 What this file must not know: ASGI, sockets, timers, logging, the application.
 

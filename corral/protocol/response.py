@@ -2,11 +2,13 @@
 
 Theory of operation
 -------------------
-h11 parses every request (with the checks in ``http.py`` in front of it), but it does
-not write responses: with one h11 connection per request, h11 never needs to know what
-we answered, and serialising through it (building an ``h11.Response``, normalising and
+Requests are read by h11's rules (``http.py``, ``request.py``), but h11 does not write
+responses: with at most one h11 connection per request, h11 never needs to know what we
+answered, and serialising through it (building an ``h11.Response``, normalising and
 validating every header, driving its state machine) was a third of a worker's CPU
-time per request. :class:`ResponseWriter` applies the same rules directly:
+time per request. :class:`ResponseWriter` applies the same rules directly. The server's
+own headers (Date, Server, ``--header``) are checked once and rendered as a block
+(:class:`DefaultHeaders`) rather than checked on every response.
 
 Framing (RFC 9112 section 6.3, the order h11 uses):
 
