@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,9 +18,7 @@ from typing import Any, final
 
 from corral.config.binds import BindError, parse_bind
 from corral.config.options import RELOAD_DEFAULTS, SPECS, Config, Kind, OptionSpec
-
-# RFC 9110 section 5.6.2: a header name is a token.
-_HEADER_NAME = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+from corral.protocol.response import ResponseError, header_from_text
 
 ENV_PREFIX = "CORRAL_"
 DEFAULT_SOURCE = "default"
@@ -227,17 +224,13 @@ def validate(config: Config, sources: Mapping[str, str]) -> None:
         except BindError as exc:
             raise ConfigError(f"invalid value for bind ({sources['bind']}): {exc}") from None
     for text in config.header:
-        # The rules every response header obeys (RFC 9110 section 5): a token for a
-        # name, no control character but HTAB in a value, Latin-1 on the wire.
-        name, sep, value = text.partition(":")
-        if (
-            not sep
-            or _HEADER_NAME.fullmatch(name.strip()) is None
-            or any(c != "\t" and (c < " " or c == "\x7f" or c > "\xff") for c in value)
-        ):
+        # The same parse and checks the worker applies (RFC 9110 section 5).
+        try:
+            header_from_text(text)
+        except ResponseError:
             raise ConfigError(
                 f"invalid value for header ({sources['header']}): {text!r} is not 'Name: value'"
-            )
+            ) from None
     _validate_deployment(config, sources)
 
 

@@ -76,6 +76,23 @@ def _check_header(name: object, value: object) -> None:
         raise ResponseError(f"invalid value for header {name.decode()!r}")
 
 
+def header_from_text(text: str) -> tuple[bytes, bytes]:
+    """``"Name: value"`` (``--header``) as a checked header pair, name lower-cased.
+
+    Raises:
+        ResponseError: no colon, or the pair is not a valid header (Latin-1 only).
+    """
+    name, sep, value = text.partition(":")
+    if not sep:
+        raise ResponseError("no colon")
+    try:
+        pair = (name.strip().lower().encode("latin-1"), value.strip().encode("latin-1"))
+    except UnicodeEncodeError:
+        raise ResponseError("not Latin-1") from None
+    _check_header(*pair)
+    return pair
+
+
 @final
 class DefaultHeaders:
     """Headers the server adds to every response unless the app set the same name
@@ -163,13 +180,7 @@ class ResponseWriter:
         watch = defaults.watch
         given: set[bytes] | None = None  # default names the app set itself
         for name, value in headers:
-            # _check_header, inlined: this loop runs for every header of every response.
-            if type(name) is not bytes or type(value) is not bytes:
-                raise ResponseError("header names and values must be bytes")
-            if _TOKEN(name) is None:
-                raise ResponseError(f"invalid header name {name!r}")
-            if _BAD_VALUE(value) is not None:
-                raise ResponseError(f"invalid value for header {name.decode()!r}")
+            _check_header(name, value)
             lower = name.lower()
             if lower in watch:
                 if lower == b"content-length":

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, final
 from corral.config import Config
 from corral.logs import access_logger, format_access
 from corral.protocol.http import HTTPLimits, UpgradeRequest
-from corral.protocol.response import DefaultHeaders
+from corral.protocol.response import DefaultHeaders, header_from_text
 from corral.workers.proxy import ProxyHeaders
 from corral.workers.tls import ServerTLS
 from corral.workers.types import ASGIApp
@@ -97,10 +97,7 @@ class WorkerServer:
         self.close_code = 0
         self._on_request = on_request
         self._start_websocket = start_websocket
-        extra = []
-        for text in config.header:
-            name, _, value = text.partition(":")
-            extra.append((name.strip().lower().encode("latin-1"), value.strip().encode("latin-1")))
+        extra = [header_from_text(text) for text in config.header]  # checked at load
         self._static_headers = ([SERVER_HEADER] if config.server_header else []) + extra
         self._date_header = config.date_header
         self._date_second = -1

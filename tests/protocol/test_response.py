@@ -5,7 +5,13 @@ from __future__ import annotations
 import h11
 import pytest
 
-from corral.protocol.response import DefaultHeaders, ResponseError, ResponseState, ResponseWriter
+from corral.protocol.response import (
+    DefaultHeaders,
+    ResponseError,
+    ResponseState,
+    ResponseWriter,
+    header_from_text,
+)
 
 
 def writer(method: bytes = b"GET", version: bytes = b"1.1", keep_alive: bool = True):
@@ -253,3 +259,19 @@ def test_invalid_default_header(pair: tuple[bytes, bytes], message: str) -> None
     """A default header is checked by the same rules as the app's, once, up front."""
     with pytest.raises(ResponseError, match=message):
         DefaultHeaders([pair])
+
+
+def test_header_from_text() -> None:
+    """--header text becomes a lower-cased, stripped, checked pair."""
+    assert header_from_text(" X-Frame-Options :  DENY\t") == (b"x-frame-options", b"DENY")
+    assert header_from_text("X-Empty:") == (b"x-empty", b"")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("no colon", "no colon"), ("X: \u20ac", "not Latin-1"), ("Bad Name: v", "invalid header")],
+)
+def test_header_from_text_refuses(text: str, message: str) -> None:
+    """Text that could not go out as a header is refused with the reason."""
+    with pytest.raises(ResponseError, match=message):
+        header_from_text(text)
