@@ -8,6 +8,7 @@ count is deterministic, so it holds up on a busy machine where timings do not.
     python3 benchmarks/hotpath.py                 # hello GET, best of 5
     python3 benchmarks/hotpath.py --echo          # 64 KiB POST echo
     python3 benchmarks/hotpath.py --calls         # function calls per request
+    python3 benchmarks/hotpath.py --browser --http httptools   # a 12-line head, llhttp
 
 This is a tool for A/B comparisons of the hot path while changing it; the
 side-by-side figures against other servers come from ``run.py``.
@@ -32,6 +33,15 @@ from corral.workers.connection import HTTPConnection
 from corral.workers.server import WorkerServer
 
 HELLO = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"
+# What a browser sends: a dozen header lines, the usual head on a real site.
+BROWSER = (
+    b"GET /items/42?q=x HTTP/1.1\r\nHost: example.com\r\n"
+    b"User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0\r\n"
+    b"Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n"
+    b"Accept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br\r\n"
+    b"Connection: keep-alive\r\nUpgrade-Insecure-Requests: 1\r\nSec-Fetch-Dest: document\r\n"
+    b"Sec-Fetch-Mode: navigate\r\nSec-Fetch-Site: none\r\nCookie: a=b; c=d\r\n\r\n"
+)
 ECHO_BODY = b"x" * 65536
 ECHO = b"POST /echo HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nContent-Length: 65536\r\n\r\n" + ECHO_BODY
 
@@ -62,9 +72,9 @@ class CountingTransport(asyncio.Transport):
         return 0
 
 
-async def _serve(n: int, request: bytes, chunk: int) -> float:
+async def _serve(n: int, request: bytes, chunk: int, http: str) -> float:
     loop = asyncio.get_running_loop()
-    server = WorkerServer(Config(app="x:y", access_log=False), app, {}, loop)
+    server = WorkerServer(Config(app="x:y", access_log=False, http=http), app, {}, loop)
     conn = HTTPConnection(server)
     transport = CountingTransport()
     conn.connection_made(transport)
@@ -88,21 +98,23 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=20000, help="requests per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--echo", action="store_true", help="64 KiB POST echo")
+    parser.add_argument("--browser", action="store_true", help="GET with a browser's head")
     parser.add_argument("--calls", action="store_true", help="count calls per request")
+    parser.add_argument("--http", choices=["h11", "httptools"], default="h11")
     args = parser.parse_args()
-    request = ECHO if args.echo else HELLO
+    request = ECHO if args.echo else BROWSER if args.browser else HELLO
     chunk = 65536  # how a socket read would cut it
     n = args.n // 10 if args.echo else args.n
     if args.calls:
         profile = cProfile.Profile()
         profile.enable()
-        asyncio.run(_serve(n, request, chunk))
+        asyncio.run(_serve(n, request, chunk, args.http))
         profile.disable()
         stats = pstats.Stats(profile)
         print(f"{stats.total_calls / n:.1f} function calls per request")  # type: ignore[attr-defined]
         stats.sort_stats("tottime").print_stats(25)
         return
-    best = min(asyncio.run(_serve(n, request, chunk)) for _ in range(args.rounds))
+    best = min(asyncio.run(_serve(n, request, chunk, args.http)) for _ in range(args.rounds))
     print(f"{best / n * 1e6:.2f} us per request (best of {args.rounds} rounds of {n})")
 
 

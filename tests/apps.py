@@ -61,6 +61,38 @@ async def echo(scope, receive, send):
     await send({"type": "http.response.body", "body": body})
 
 
+async def request_echo(scope, receive, send):
+    """Answers with what it read of the request, as JSON: method, version, path, query,
+    headers and body (nothing that differs between two servers, such as addresses)."""
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send, scope.get("state"))
+    chunks = []
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    seen = {
+        "method": scope["method"],
+        "http_version": scope["http_version"],
+        "path": scope["path"],
+        "raw_path": scope["raw_path"].decode("latin-1"),
+        "query_string": scope["query_string"].decode("latin-1"),
+        "headers": [[n.decode("latin-1"), v.decode("latin-1")] for n, v in scope["headers"]],
+        "body": b"".join(chunks).decode("latin-1"),
+    }
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": json.dumps(seen).encode()})
+
+
 async def scope_dump(scope, receive, send):
     """Answers with the scope as JSON (bytes as latin-1 strings)."""
     if scope["type"] == "lifespan":

@@ -64,9 +64,11 @@ class Server:
         full_env = dict(os.environ)
         full_env.pop("NOTIFY_SOCKET", None)
         full_env.setdefault("PYTHONUNBUFFERED", "1")
-        # --loop auto would pick uvloop wherever it is installed (the test extra has it):
-        # the suite runs on asyncio unless a test asks for a loop (tests/e2e/test_loops.py).
+        # --loop auto would pick uvloop and --http auto httptools wherever they are
+        # installed (the test extra has both): the suite runs on asyncio and h11 unless a
+        # test asks otherwise (tests/e2e/test_loops.py, tests/e2e/test_parsers.py).
         full_env.setdefault("CORRAL_LOOP", "asyncio")
+        full_env.setdefault("CORRAL_HTTP", "h11")
         full_env.update(env or {})
         self.argv = argv
         self.lines: list[str] = []

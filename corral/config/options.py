@@ -116,7 +116,14 @@ class Config:
         choices=("auto", "on", "off"),
     )
     root_path: str = option("", "ASGI root_path, for an app mounted below a prefix.", S, SERVER)
-    http: str = option("auto", "HTTP parser implementation.", C, SERVER, choices=("auto", "h11"))
+    http: str = option(
+        "auto",
+        "How plain request heads are read: httptools when installed (auto), or h11's "
+        "grammar. h11 reads everything else either way.",
+        C,
+        SERVER,
+        choices=("auto", "h11", "httptools"),
+    )
     loop: str = option(
         "auto",
         "Event loop: uvloop when installed (auto), or asyncio.",

@@ -41,12 +41,14 @@ CVE-2025-43859).
 
 Two ways to read a checked head, one outcome. A plain head (no Transfer-Encoding, no
 Expect, one well-formed Content-Length at most, the Host count right, version 1.0 or
-1.1) is read by :func:`~corral.protocol.request.parse_head` with h11's own request-line
-grammar, and its Content-Length body is counted down here: no ``h11.Connection`` is
-made. Every other head goes to a fresh ``h11.Connection``, which parses it and its body
-or refuses it. ``parse_head`` only ever says "this is the request h11 would read",
-never "this is an error", so every refusal is h11's (request.py explains the rule and
-``tests/protocol/test_request.py`` checks it against h11).
+1.1) is read by the core's head reader, and its Content-Length body is counted down
+here: no ``h11.Connection`` is made. The reader is
+:func:`~corral.protocol.request.parse_head` (h11's own request-line grammar) or, with
+``--http httptools``, ``HttptoolsHeadReader.read`` (llhttp). Every other head goes to
+a fresh ``h11.Connection``, which parses it and its body or refuses it. A reader only
+ever says "this is the request h11 would read", never "this is an error", so every
+refusal is h11's (request.py explains the rule and ``tests/protocol/test_request.py``
+checks both readers against h11).
 
 States
 ------
@@ -83,6 +85,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, TypeAlias, final
 
@@ -92,6 +95,7 @@ from corral.protocol.request import (
     END_OF_MESSAGE,
     Data,
     EndOfMessage,
+    ParsedHead,
     Request,
     parse_head,
 )
@@ -174,6 +178,11 @@ class ConnectionClosed:
     """
 
 
+#: A head reader: ``parse_head`` or ``HttptoolsHeadReader.read`` (``--http``). Given a
+#: checked head and the offset just past its blank line, it returns the request h11
+#: would read, or None to leave the head to h11.
+HeadReader: TypeAlias = Callable[[bytes, int], "ParsedHead | None"]
+
 #: Everything :meth:`HTTPCore.events_received` may return. Request, body and end of
 #: message are the same events whichever path read the request (see request.py).
 Event: TypeAlias = (
@@ -240,6 +249,7 @@ class HTTPCore:
         "_limits",
         "_must_close",
         "_out",
+        "_read_head",
         "_remaining",
         "_scanned",
         "_tail",
@@ -248,8 +258,12 @@ class HTTPCore:
         "state",
     )
 
-    def __init__(self, limits: HTTPLimits = HTTPLimits()) -> None:
+    def __init__(
+        self, limits: HTTPLimits = HTTPLimits(), read_head: HeadReader = parse_head
+    ) -> None:
         self._limits = limits
+        # How plain heads are read without h11 (--http); either way h11 reads the rest.
+        self._read_head = read_head
         # The h11 connection reading the current request, or None when request.py read
         # its head and the body (if any) is a Content-Length counted here.
         self._h11: h11.Connection | None = None
@@ -396,7 +410,7 @@ class HTTPCore:
         else:
             raw = buf
         self._scanned = 0
-        parsed = parse_head(raw, end)
+        parsed = self._read_head(raw, end)
         if parsed is None:
             self._start_h11(raw)
             return

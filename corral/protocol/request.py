@@ -157,21 +157,30 @@ def parse_head(head: bytes, end: int) -> ParsedHead | None:
     match = _REQUEST_LINE(lines[0])
     if match is None:
         return None
-    method, target, version = match.group("method", "target", "http_version")
-    if version != b"1.1" and version != b"1.0":
-        return None
     headers: Headers = []
     append = headers.append
-    hosts = 0
-    length = b""
-    connection = upgrade = b""
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         if not colon or not name or name.translate(None, _TCHAR):
             return None
-        name = name.lower()
-        value = value.strip(b" \t")  # OWS (RFC 9110 section 5.6.3)
-        append((name, value))
+        append((name.lower(), value.strip(b" \t")))  # OWS (RFC 9110 section 5.6.3)
+    method, target, version = match.group("method", "target", "http_version")
+    return frame(method, target, version, headers)
+
+
+def frame(method: bytes, target: bytes, version: bytes, headers: Headers) -> ParsedHead | None:
+    """The request a head reader found, with its framing facts, or ``None`` for h11.
+
+    ``headers`` must be exactly h11's: names lower-cased, values stripped of OWS. Both
+    head readers (:func:`parse_head`, and ``httptools_head`` with ``--http httptools``)
+    end here, so the rules for what h11 must decide are written once.
+    """
+    if version != b"1.1" and version != b"1.0":
+        return None
+    hosts = 0
+    length = b""
+    connection = upgrade = b""
+    for name, value in headers:
         if name in _FRAMING:
             if name == b"host":
                 hosts += 1

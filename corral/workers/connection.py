@@ -116,7 +116,7 @@ class HTTPConnection(asyncio.Protocol):
     def __init__(self, server: WorkerServer) -> None:
         self.server = server
         self.loop = server.loop
-        self.core = HTTPCore(server.http_limits)
+        self.core = HTTPCore(server.http_limits, server.read_head)
         self.transport: asyncio.Transport | None = None
         self.cycle: RequestCycle | None = None
         self.client: tuple[str, int] | None = None

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, final
 
 from corral.config import Config
 from corral.logs import access_logger, format_access
-from corral.protocol.http import HTTPLimits, UpgradeRequest
+from corral.protocol.http import HeadReader, HTTPLimits, UpgradeRequest
+from corral.protocol.request import parse_head
 from corral.protocol.response import DefaultHeaders, header_from_text
 from corral.workers.proxy import ProxyHeaders
 from corral.workers.tls import ServerTLS
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 #: How often deadlines are checked and the Date header refreshed. Deadlines are
 #: therefore honoured to within this much; none of them is shorter than 0.1 s.
 SWEEP_INTERVAL_S = 0.25
+
+logger = logging.getLogger("corral.error")
 
 SERVER_HEADER = (b"server", b"corral")
 
@@ -47,6 +50,25 @@ def http_date(seconds: float) -> bytes:
         f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
         f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
     ).encode("ascii")
+
+
+def head_reader(choice: str) -> HeadReader:
+    """The head reader ``--http`` asks for: httptools when installed (auto), or h11.
+
+    Either way h11 reads every head the fast reader declines, and every body that is
+    not a plain Content-Length (see ``corral/protocol/httptools_head.py``).
+    """
+    if choice in ("auto", "httptools"):
+        try:
+            from corral.protocol.httptools_head import HttptoolsHeadReader
+        except ImportError:
+            if choice == "httptools":
+                logger.warning("--http httptools: httptools is not installed; using h11")
+        else:
+            logger.debug("request heads are read with httptools")
+            return HttptoolsHeadReader().read
+    logger.debug("request heads are read with h11's grammar")
+    return parse_head
 
 
 @final
@@ -70,6 +92,7 @@ class WorkerServer:
         self.http_limits = HTTPLimits(
             max_header_bytes=config.max_header_size, max_body_bytes=config.max_body_size
         )
+        self.read_head = head_reader(config.http)
         self.config = config
         self.root_path = config.root_path
         self.scheme = "http" if tls is None else "https"

@@ -8,6 +8,10 @@ come out on the other. Malformed requests are written as raw bytes and fed with
 :func:`summarize` turns core events into short tuples so a test can compare a whole
 exchange in one ``assert``; :func:`serve` plays the adapter's part (answer each request
 after its body, then start the next cycle) and is shared with the corpus test.
+
+Every core made here reads plain heads with :data:`READ_HEAD`. The ``head_reader``
+fixture (conftest.py) runs a test once with each reader of ``--http``, so the corpus and
+the hardening tests hold for both.
 """
 
 from __future__ import annotations
@@ -21,12 +25,26 @@ import h11
 from corral.protocol.http import (
     ConnectionClosed,
     Event,
+    HeadReader,
     HTTPCore,
     HTTPLimits,
     ProtocolError,
     UpgradeRequest,
 )
-from corral.protocol.request import Data, EndOfMessage, Request
+from corral.protocol.httptools_head import HttptoolsHeadReader
+from corral.protocol.request import Data, EndOfMessage, Request, parse_head
+
+#: The head readers of ``--http``, by name.
+READERS: dict[str, HeadReader] = {"h11": parse_head, "httptools": HttptoolsHeadReader().read}
+
+#: The reader of the cores made here (set per test by the ``head_reader`` fixture).
+READ_HEAD: HeadReader = parse_head
+
+
+def new_core(limits: HTTPLimits | None = None) -> HTTPCore:
+    """A core with ``limits`` (the defaults if None) reading heads with :data:`READ_HEAD`."""
+    return HTTPCore(limits or HTTPLimits(), READ_HEAD)
+
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -88,7 +106,7 @@ class ConnectionPair:
     """
 
     def __init__(self, limits: HTTPLimits | None = None) -> None:
-        self.server = HTTPCore(limits or HTTPLimits())
+        self.server = new_core(limits)
         self.client = h11.Connection(h11.CLIENT)
         # Methods of the requests the server has reported and not yet answered.
         self._methods: deque[bytes] = deque()
@@ -239,7 +257,7 @@ def serve(
     (sending ``100 Continue`` first if asked, as an app reading the body would), and the
     next cycle starts unless the core expects a close.
     """
-    core = HTTPCore(limits or HTTPLimits())
+    core = new_core(limits)
     outcome = Outcome()
     current = _Current()
     step = piece or max(len(raw), 1)

@@ -11,6 +11,9 @@ import pytest
 from corral.protocol.http import HTTPLimits
 from tests.protocol.helpers import Outcome, serve
 
+# Every case runs with each head reader of --http (conftest.py).
+pytestmark = pytest.mark.usefixtures("head_reader")
+
 CORPUS = Path(__file__).resolve().parent.parent / "corpus"
 CASES = sorted(CORPUS.glob("*.http"))
 

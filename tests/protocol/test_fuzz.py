@@ -26,6 +26,7 @@ import os
 from dataclasses import dataclass, field
 
 import h11
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wsproto import ConnectionType, WSConnection
@@ -55,6 +56,7 @@ from corral.protocol.websocket import (
 from corral.protocol.websocket import ConnectionClosed as WSConnectionClosed
 from corral.protocol.websocket import LocalProtocolError as WSLocalProtocolError
 from corral.protocol.ws_limits import sendable_close_code
+from tests.protocol.helpers import new_core
 
 settings.register_profile(
     "fuzz-ci",
@@ -160,7 +162,7 @@ class HTTPDriver:
     asks for reading to pause, like an app that takes its time.
     """
 
-    core: HTTPCore = field(default_factory=lambda: HTTPCore(HTTP_LIMITS))
+    core: HTTPCore = field(default_factory=lambda: new_core(HTTP_LIMITS))
     answer_early: bool = False
     delay: int = 0
     in_request: bool = False
@@ -289,6 +291,7 @@ def run_http(data: bytes, reads: list[int], *, answer_early: bool, delay: int) -
     return driver
 
 
+@pytest.mark.usefixtures("head_reader")
 @FUZZ
 @given(data=st.binary(max_size=2000), reads=_READS, early=st.booleans(), delay=st.integers(0, 3))
 def test_http_random_bytes(data: bytes, reads: list[int], early: bool, delay: int) -> None:
@@ -296,6 +299,7 @@ def test_http_random_bytes(data: bytes, reads: list[int], early: bool, delay: in
     run_http(data, reads, answer_early=early, delay=delay)
 
 
+@pytest.mark.usefixtures("head_reader")
 @FUZZ
 @given(
     seeds=st.lists(st.sampled_from(HTTP_SEEDS), min_size=1, max_size=4),
@@ -311,6 +315,7 @@ def test_http_mutated_requests(
     run_http(mutate(b"".join(seeds), mutations), reads, answer_early=early, delay=delay)
 
 
+@pytest.mark.usefixtures("head_reader")
 @FUZZ
 @given(
     seeds=st.lists(st.sampled_from(HTTP_SEEDS[:8]), min_size=1, max_size=4),

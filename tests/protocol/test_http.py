@@ -13,7 +13,6 @@ from corral.protocol.http import (
     REASONS,
     CoreState,
     Event,
-    HTTPCore,
     HTTPLimits,
     LocalProtocolError,
     ProtocolError,
@@ -27,11 +26,15 @@ from tests.protocol.helpers import (
     ConnectionPair,
     assert_rejected,
     header,
+    new_core,
     request_bytes,
     response_of,
     serve,
     summarize,
 )
+
+# Every test here runs with each head reader of --http (conftest.py).
+pytestmark = pytest.mark.usefixtures("head_reader")
 
 GET = request_bytes()
 CHUNKED = [*HOST, (b"transfer-encoding", b"chunked")]
@@ -188,7 +191,7 @@ def test_byte_at_a_time() -> None:
 def test_any_split_gives_same_outcome(sizes: list[int]) -> None:
     """However the stream is cut into reads, the requests served are the same."""
     raw = b"\r\n" + post(b"hello") + chunked(b"2\r\nhi\r\n0\r\nx: y\r\n\r\n") + GET
-    core = HTTPCore()
+    core = new_core()
     events: list[Event] = []
     start = 0
     for size in [*sizes, len(raw)]:
@@ -206,7 +209,7 @@ def test_any_split_gives_same_outcome(sizes: list[int]) -> None:
 
 def serve_events(raw: bytes) -> list[Event]:
     """All core events for ``raw`` fed at once, answering each request with a 204."""
-    core = HTTPCore()
+    core = new_core()
     core.receive_data(raw)
     events: list[Event] = []
     while batch := core.events_received():
@@ -220,7 +223,7 @@ def serve_events(raw: bytes) -> list[Event]:
 @given(st.binary(max_size=300), st.integers(min_value=1, max_value=50))
 def test_garbage_never_raises(data: bytes, size: int) -> None:
     """Arbitrary bytes never raise out of receive_data or receive_eof (bad input is an event)."""
-    core = HTTPCore(HTTPLimits(max_header_bytes=128, max_body_bytes=64))
+    core = new_core(HTTPLimits(max_header_bytes=128, max_body_bytes=64))
     for start in range(0, len(data), size):
         core.receive_data(data[start : start + size])
     core.receive_eof()

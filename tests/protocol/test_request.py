@@ -1,7 +1,9 @@
 """request.py's fast reading of a head, checked against h11 itself (differentially).
 
-The rule under test: whenever ``parse_head`` answers, h11 accepts the same head and
-reads the same request from it; every head it declines goes to h11, which decides.
+The rule under test: whenever a head reader answers, h11 accepts the same head and
+reads the same request from it; every head it declines goes to h11, which decides. The
+tests run once per reader of ``--http`` (``parse_head``, and httptools' through
+``HttptoolsHeadReader``; see conftest.py).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from hypothesis import strategies as st
 from corral.protocol.http import (
     MAX_DISCARD_BYTES,
     ConnectionClosed,
-    HTTPCore,
     HTTPLimits,
     ProtocolError,
     check_head,
@@ -28,8 +29,11 @@ from corral.protocol.request import (
     Data,
     ParsedHead,
     Request,
-    parse_head,
 )
+from tests.protocol import helpers
+from tests.protocol.helpers import READERS, new_core
+
+pytestmark = pytest.mark.usefixtures("head_reader")
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus"
 
@@ -47,7 +51,8 @@ def h11_reads(head: bytes) -> Request | None:
 
 
 def fast(head: bytes) -> ParsedHead | None:
-    return parse_head(head, len(head))
+    """What the reader under test reads from a whole head."""
+    return helpers.READ_HEAD(head, len(head))
 
 
 def assert_agrees(head: bytes) -> ParsedHead | None:
@@ -112,6 +117,12 @@ def test_http10_without_host() -> None:
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: \r\n\r\n",
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %s\r\n\r\n"
         % (b"1" * (MAX_LENGTH_DIGITS + 1)),
+        # llhttp reads these; h11 refuses them, so the httptools reader must decline.
+        b"GET /\ta HTTP/1.1\r\nHost: x\r\n\r\n",  # HTAB inside the target
+        b"GET / HTTP/1.1 \r\nHost: x\r\n\r\n",  # a space after the version
+        b"GET /  HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / RTSP/1.0\r\nHost: x\r\n\r\n",
+        b"GET /\x80 HTTP/1.1\r\nHost: x\r\n\r\n",  # obs-text in the target
     ],
 )
 def test_left_to_h11(head: bytes) -> None:
@@ -119,10 +130,15 @@ def test_left_to_h11(head: bytes) -> None:
     assert fast(head) is None
 
 
-def test_longest_length_read_here() -> None:
-    """A Content-Length of exactly h11's maximum digits is still read here."""
+def test_longest_length_read_here(head_reader: str) -> None:
+    """A Content-Length of h11's maximum digits is read by parse_head; llhttp stops at
+    2**64 - 1 and declines more, which h11 then reads."""
     digits = b"9" * MAX_LENGTH_DIGITS
     parsed = assert_agrees(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %s\r\n\r\n" % digits)
+    if head_reader == "httptools":
+        assert parsed is None
+        digits = b"%d" % (2**64 - 1)
+        parsed = assert_agrees(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %s\r\n\r\n" % digits)
     assert parsed is not None
     assert parsed.length == int(digits)
 
@@ -208,12 +224,67 @@ def test_generated_heads_agree(
         assert_agrees(head)
 
 
+_PLAIN_METHODS = st.sampled_from([b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS"])
+_PLAIN_TARGETS = st.sampled_from(
+    [b"/", b"/a/b?c=d&e", b"/%7E~!$&'()*+,;=:@", b"http://h:8/p?q", b"*", b"/{x}|^`"]
+)
+_PLAIN_NAMES = st.sampled_from(
+    [b"Accept", b"user-agent", b"X-Forwarded-For", b"Cookie", b"x_y", b"!#$%&'*+-.^_`|~"]
+)
+_PLAIN_VALUES = st.sampled_from(
+    [b"", b"x", b" \tpadded\t ", b"a b\tc", b"\x80\xff obs-text", b"q=0.9, */*", b'"quoted"']
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    method=_PLAIN_METHODS,
+    target=_PLAIN_TARGETS,
+    version=st.sampled_from([b"1.1", b"1.0"]),
+    length=st.one_of(st.none(), st.integers(0, 10**6)),
+    connection=st.sampled_from([b"", b"close", b"keep-alive", b"Upgrade"]),
+    headers=st.lists(st.tuples(_PLAIN_NAMES, _PLAIN_VALUES), max_size=8),
+)
+def test_plain_heads_are_read(
+    method: bytes,
+    target: bytes,
+    version: bytes,
+    length: int | None,
+    connection: bytes,
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    """Each reader answers every plain head itself (the fast path is really taken), and
+    answers it as h11 does."""
+    lines = [b"Host: example.com", *(n + b":" + v for n, v in headers)]
+    if length is not None:
+        lines.append(b"Content-Length: %d" % length)
+    if connection:
+        lines.append(b"Connection: " + connection)
+    head = b"%s %s HTTP/%s\r\n" % (method, target, version)
+    head += b"".join(line + b"\r\n" for line in lines) + b"\r\n"
+    assert check_head(head) is None
+    parsed = assert_agrees(head)
+    assert parsed is not None, head
+    assert parsed.length == (length or 0)
+
+
+def test_the_readers_differ() -> None:
+    """The readers are really two: llhttp knows a fixed list of methods, h11 any token.
+
+    (A head the httptools reader declines for that reason is still served, by h11.)
+    """
+    head = b"PURGE-ALL / HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert READERS["h11"](head, len(head)) is not None
+    assert READERS["httptools"](head, len(head)) is None
+    assert h11_reads(head) is not None
+
+
 # -- the core on the fast path -----------------------------------------------------------------
 
 
 def test_core_counts_a_length_body_across_reads() -> None:
     """A Content-Length body read without h11 arrives whole, then the pipelined head."""
-    core = HTTPCore()
+    core = new_core()
     core.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab")
     assert core._h11 is None
     events = core.events_received()
@@ -226,7 +297,7 @@ def test_core_counts_a_length_body_across_reads() -> None:
 
 def test_core_length_body_cut_short() -> None:
     """EOF inside a Content-Length body read without h11 is a 400, as h11 reports it."""
-    core = HTTPCore()
+    core = new_core()
     core.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab")
     core.events_received()
     core.receive_eof()
@@ -238,7 +309,7 @@ def test_core_length_body_cut_short() -> None:
 
 def test_core_length_body_after_eof() -> None:
     """A pipelined request whose body the peer never finished sending is a 400."""
-    core = HTTPCore()
+    core = new_core()
     core.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nPOST / HTTP/1.1\r\nHost: x\r\n")
     core.receive_data(b"Content-Length: 9\r\n\r\nabc")
     core.receive_eof()
@@ -255,7 +326,7 @@ def test_core_length_body_after_eof() -> None:
 
 def test_core_declared_length_over_the_cap() -> None:
     """The fast path applies the body cap to the declared length (413, no body read)."""
-    core = HTTPCore(HTTPLimits(max_body_bytes=10))
+    core = new_core(HTTPLimits(max_body_bytes=10))
     core.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n")
     (error,) = core.events_received()
     assert isinstance(error, ProtocolError)
@@ -264,7 +335,7 @@ def test_core_declared_length_over_the_cap() -> None:
 
 def test_core_chunked_body_cut_short() -> None:
     """EOF inside a chunked body (read by h11) is a 400 too."""
-    core = HTTPCore()
+    core = new_core()
     core.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab")
     assert core._h11 is not None
     assert [type(e) for e in core.events_received()] == [Request, Data]
@@ -277,7 +348,7 @@ def test_core_chunked_body_cut_short() -> None:
 def test_core_discard_overflow_in_the_last_read() -> None:
     """An unread body whose last read passes the discard bound closes the connection."""
     size = MAX_DISCARD_BYTES + 10
-    core = HTTPCore()
+    core = new_core()
     core.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
     core.events_received()
     core.send_response(204, [])
