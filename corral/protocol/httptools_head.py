@@ -40,48 +40,64 @@ What this file must not know: sockets, clocks, ASGI, the response.
 
 from __future__ import annotations
 
-from typing import Final, final
+from typing import final
 
 import httptools
 
 from corral.protocol.request import Headers, ParsedHead, frame
-
-_VERSIONS: Final = {"1.1": b"1.1", "1.0": b"1.0"}
-
 
 @final
 class HttptoolsHeadReader:
     """Reads checked heads with llhttp. Not reentrant; one per worker is enough.
 
     Call :meth:`read` as :func:`corral.protocol.request.parse_head` is called.
+
+    One llhttp parser serves head after head, as it would the requests of one
+    keep-alive connection, while each head is a whole message without a body and
+    without ``Connection: close`` on HTTP/1.1 (most heads): llhttp is then back at the
+    start of a message. After anything else (an error, an upgrade, a body to come,
+    HTTP/1.0, a close) the next head gets a new parser. Should a kept parser still
+    refuse the next head, that head is read again by a new one, so a kept parser never
+    decides anything.
     """
 
-    __slots__ = ("_headers", "_url")
+    __slots__ = ("_done", "_headers", "_parser", "_url")
 
     def __init__(self) -> None:
         self._url = b""
         self._headers: Headers = []
+        self._done = False
+        self._parser: httptools.HttpRequestParser | None = None
 
     def read(self, head: bytes, end: int) -> ParsedHead | None:
         """Read ``head[:end]``, a head that passed ``check_head``, as h11 would."""
+        parser = self._parser
+        kept = parser is not None
+        if parser is None:
+            parser = httptools.HttpRequestParser(self)
+        else:
+            self._parser = None  # kept again only if this head leaves it clean
         self._url = b""
         headers: Headers = []
         self._headers = headers
-        parser = httptools.HttpRequestParser(self)
+        self._done = False
         try:
             parser.feed_data(head if end == len(head) else head[:end])
         except httptools.HttpParserUpgrade:
-            pass  # CONNECT or an upgrade: the head is complete all the same
+            self._done = False  # CONNECT or an upgrade: the head is complete all the same
         except httptools.HttpParserError:
-            return None
-        version = _VERSIONS.get(parser.get_http_version())
-        if version is None:
-            return None
+            return self.read(head, end) if kept else None
         method = parser.get_method()
         target = self._url
-        if not head.startswith(b"%s %s HTTP/%s\r\n" % (method, target, version)):
-            return None
-        return frame(method, target, version, headers)
+        # The request line exactly as h11's grammar has it, and the version from it.
+        if head.startswith(b"%s %s HTTP/1.1\r\n" % (method, target)):
+            parsed = frame(method, target, b"1.1", headers)
+            if self._done and parsed is not None and b"close" not in parsed.connection.lower():
+                self._parser = parser
+            return parsed
+        if head.startswith(b"%s %s HTTP/1.0\r\n" % (method, target)):
+            return frame(method, target, b"1.0", headers)
+        return None
 
     # -- llhttp's callbacks (httptools looks them up by name) --------------------------
 
@@ -90,3 +106,6 @@ class HttptoolsHeadReader:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value.rstrip(b" \t")))
+
+    def on_message_complete(self) -> None:
+        self._done = True
