@@ -9,7 +9,8 @@ might not, is declined (``None``), and the core hands the head to ``h11.Connecti
 which accepts it or refuses it with its own error. So ``--http httptools`` answers
 every head the way ``--http h11`` does; only the cost of reading a plain one changes
 (llhttp scans the header lines in C, where parse_head splits and checks them in
-Python: about half the time for a browser's dozen headers).
+Python: 4.0 against 5.5 us for a browser's 12-line head, the same 1.8 us for wrk's
+one-line head).
 
 Only the head goes through llhttp, never a body: a Content-Length body is counted by
 the core, and a chunked one (Transfer-Encoding is declined in ``request.frame``) is read

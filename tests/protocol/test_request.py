@@ -22,6 +22,7 @@ from corral.protocol.http import (
     ProtocolError,
     check_head,
 )
+from corral.protocol.httptools_head import HttptoolsHeadReader
 from corral.protocol.request import (
     END_OF_MESSAGE,
     FAST_PATH,
@@ -277,6 +278,18 @@ def test_the_readers_differ() -> None:
     assert READERS["h11"](head, len(head)) is not None
     assert READERS["httptools"](head, len(head)) is None
     assert h11_reads(head) is not None
+
+
+def test_a_kept_llhttp_parser_never_decides() -> None:
+    """llhttp reads ``Proxy-Connection: close`` as a close, so the parser kept for the
+    next head refuses it; that head is read again by a new parser, and answered."""
+    reader = HttptoolsHeadReader()
+    first = b"GET / HTTP/1.1\r\nHost: x\r\nProxy-Connection: close\r\n\r\n"
+    second = b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert reader.read(first, len(first)) is not None
+    parsed = reader.read(second, len(second))
+    assert parsed is not None
+    assert parsed.request.target == b"/2"
 
 
 # -- the core on the fast path -----------------------------------------------------------------
