@@ -102,9 +102,11 @@ class Server:
     is_corral: bool = False
 
 
-def _corral(loop: str) -> Callable[[int, int, str], list[str]]:
+def _corral(loop: str, http: str) -> Callable[[int, int, str], list[str]]:
     def argv(port: int, workers: int, app: str) -> list[str]:
-        flags = f"--bind {HOST}:{port} --no-access-log --workers {workers} --loop {loop}"
+        flags = (
+            f"--bind {HOST}:{port} --no-access-log --workers {workers} --loop {loop} --http {http}"
+        )
         return [str(VBIN / "corral"), app, *flags.split()]
 
     return argv
@@ -154,8 +156,23 @@ def _with_supervisor(workers: int) -> bool:
 SERVERS = {
     s.name: s
     for s in [
-        Server("corral", "corral --loop asyncio", "corral", _corral("asyncio"), _always, True),
-        Server("corral-uvloop", "corral --loop uvloop", "corral", _corral("uvloop"), _always, True),
+        Server(
+            "corral",
+            "corral --loop asyncio --http h11",
+            "corral",
+            _corral("asyncio", "h11"),
+            _always,
+            True,
+        ),
+        # The speedups extra, as --loop auto and --http auto choose it when installed.
+        Server(
+            "corral-speedups",
+            "corral --loop uvloop --http httptools",
+            "corral",
+            _corral("uvloop", "httptools"),
+            _always,
+            True,
+        ),
         Server(
             "uvicorn-h11",
             "uvicorn --http h11 --loop asyncio",
@@ -171,7 +188,7 @@ SERVERS = {
             _with_supervisor,
         ),
         # gunicorn's pure-Python parser (gunicorn_h1c is not installed) on either loop:
-        # the first is the pure-Python peer, the second faces corral-uvloop.
+        # the first is the pure-Python peer, the second faces corral-speedups.
         Server(
             "gunicorn-asgi",
             "gunicorn -k asgi --asgi-loop asyncio",
@@ -190,6 +207,14 @@ SERVERS = {
         Server("granian", "granian --interface asgi", "granian", _granian, _always),
         # Not in the default list; pass --servers to add them.
         Server(
+            "corral-uvloop",
+            "corral --loop uvloop --http h11",
+            "corral",
+            _corral("uvloop", "h11"),
+            _always,
+            True,
+        ),
+        Server(
             "uvicorn-h11-uvloop",
             "uvicorn --http h11 --loop uvloop",
             "uvicorn",
@@ -202,7 +227,9 @@ SERVERS = {
     ]
 }
 #: Everything but the variants added for curiosity (--servers adds them).
-DEFAULT_SERVERS = [n for n in SERVERS if n not in ("uvicorn-h11-uvloop", "hypercorn-uvloop")]
+DEFAULT_SERVERS = [
+    n for n in SERVERS if n not in ("corral-uvloop", "uvicorn-h11-uvloop", "hypercorn-uvloop")
+]
 
 
 # -- the virtualenv ---------------------------------------------------------------------------
