@@ -235,8 +235,31 @@ DEFAULT_SERVERS = [
 # -- the virtualenv ---------------------------------------------------------------------------
 
 
+def use_venv(path: Path) -> str | None:
+    """Benchmark in the venv at ``path`` (``--venv``); say what is wrong with it, if anything.
+
+    A venv is made with the interpreter running this script, so one made by another
+    Python (a different ``--venv`` is needed for each) is refused.
+    """
+    global VENV, VBIN, VPY
+    VENV = path.resolve()
+    VBIN = VENV / "bin"
+    VPY = VBIN / "python"
+    config = VENV / "pyvenv.cfg"
+    if config.exists():
+        ours = "%d.%d" % sys.version_info[:2]
+        for line in config.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() in ("version", "version_info"):
+                theirs = ".".join(value.strip().split(".")[:2])
+                if theirs != ours:
+                    return f"{VENV} was made by Python {theirs}, not {ours}: pass another --venv"
+    return None
+
+
 def ensure_venv(log: Callable[[str], None]) -> None:
-    """Create benchmarks/.venv and install the peers, unless requirements.txt is unchanged.
+    """Create the venv (``--venv``) and install the peers, unless requirements.txt is
+    unchanged.
 
     A requirement that fails to install is skipped (its server is then not available);
     the others are still installed.
@@ -246,7 +269,7 @@ def ensure_venv(log: Callable[[str], None]) -> None:
     if VPY.exists() and stamp.exists() and stamp.read_text().strip() == digest:
         return
     if not VPY.exists():
-        log(f"creating {VENV.relative_to(ROOT)}")
+        log(f"creating {VENV} with Python {sys.version.split()[0]}")
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
     pip = [str(VPY), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     log("installing the peers (pip install -r benchmarks/requirements.txt, -e .)")
@@ -1393,6 +1416,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--corral-rev",
         help="benchmark corral as committed at this git revision (exported with git archive)",
     )
+    parser.add_argument(
+        "--venv",
+        default=str(VENV),
+        help="the venv of the peers, made with the Python running this script "
+        "(default benchmarks/.venv; one per Python version)",
+    )
     parser.add_argument("--no-preload", action="store_true", help="skip the --preload PSS table")
     parser.add_argument("--wrk", default=shutil.which("wrk") or "/usr/bin/wrk")
     parser.add_argument(
@@ -1417,6 +1446,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--duration must be in [1, 60] and --repeat in [1, 20]")
     if not Path(args.wrk).exists():
         parser.error("wrk not found (apt-get install wrk)")
+    problem = use_venv(Path(args.venv))
+    if problem:
+        parser.error(problem)
     return args
 
 
