@@ -247,7 +247,7 @@ def use_venv(path: Path) -> str | None:
     VPY = VBIN / "python"
     config = VENV / "pyvenv.cfg"
     if config.exists():
-        ours = "%d.%d" % sys.version_info[:2]
+        ours = f"{sys.version_info[0]}.{sys.version_info[1]}"
         for line in config.read_text().splitlines():
             key, _, value = line.partition("=")
             if key.strip() in ("version", "version_info"):
@@ -1295,7 +1295,7 @@ def profile(ctx: Context) -> None:
     pyspy = VBIN / "py-spy"
     if not pyspy.exists():
         raise SystemExit("py-spy is not installed in benchmarks/.venv")
-    running = start(ctx, SERVERS["corral"], 1, APP, [])
+    running = start(ctx, SERVERS[ctx.args.profile_server], 1, APP, [])
     try:
         worker = wait_for_workers(running, 1)[0]
         raw = ctx.tmp / "profile.txt"
@@ -1429,6 +1429,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--profile-load", choices=LOADS, default="hello", help="the load --profile runs"
+    )
+    parser.add_argument(
+        "--profile-server",
+        choices=[n for n, s in SERVERS.items() if s.is_corral],
+        default="corral",
+        help="which corral --profile runs",
     )
     parser.add_argument("--profile-top", type=int, default=30)
     parser.add_argument("--profile-out", help="also keep py-spy's collapsed stacks here")

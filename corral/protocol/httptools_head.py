@@ -47,6 +47,7 @@ import httptools
 
 from corral.protocol.request import Headers, ParsedHead, frame
 
+
 @final
 class HttptoolsHeadReader:
     """Reads checked heads with llhttp. Not reentrant; one per worker is enough.
