@@ -35,6 +35,9 @@ accepts it or produces h11's own error) whenever anything is unusual:
 * more than one Content-Length, or one that is not 1 to 20 digits (h11 folds
   ``5, 5`` to ``5`` and rejects the rest).
 
+Every rule but the first is in :func:`frame`, where the second head reader
+(``httptools_head.py``, for ``--http httptools``) ends too.
+
 The rule that keeps the two paths from ever disagreeing: the fast path may only say
 "this is exactly the request h11 would produce", never "this is an error". Every
 rejection, and so every error message and status, still comes from h11.
