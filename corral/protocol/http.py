@@ -798,12 +798,11 @@ class HTTPCore:
         self._next_cycle()
 
     def _next_cycle(self) -> None:
+        # The per-request fields (writer, 100-continue, CONNECT, chunked) are set by
+        # _check_request for the next request. Until then the finished writer stays:
+        # DONE, it refuses any send_* (there is no request to answer).
         self._h11 = None
         self._upgrade = None
-        self._writer = ResponseWriter(head_request=False, http10=False, keep_alive=True)
-        self._continue_sent = False
-        self._connect = False
-        self._chunked = False
         self.state = CoreState.HEAD
         self._scanned = 0
         head = self._head

@@ -434,9 +434,12 @@ class HTTPConnection(asyncio.Protocol):
     def response_finished(self, cycle: RequestCycle) -> None:
         """The cycle sent its last byte: log, and get ready for the next request."""
         server = self.server
-        server.log_access(self, cycle.status, cycle.bytes_sent, cycle)
+        if server.access_log:
+            server.log_access(self, cycle.status, cycle.bytes_sent, cycle)
         server.release()
-        server.count_request()
+        server.requests += 1
+        if server.on_request is not None:
+            server.on_request()
         transport = self.transport
         if transport is None or transport.is_closing():
             return

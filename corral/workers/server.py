@@ -118,7 +118,8 @@ class WorkerServer:
         self.requests = 0
         self.draining = False
         self.close_code = 0
-        self._on_request = on_request
+        #: Called after each completed request (--max-requests), or None.
+        self.on_request = on_request
         self._start_websocket = start_websocket
         extra = [header_from_text(text) for text in config.header]  # checked at load
         self._static_headers = ([SERVER_HEADER] if config.server_header else []) + extra
@@ -171,11 +172,6 @@ class WorkerServer:
             task = self.loop.create_task(cycle.run(self.app))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-
-    def count_request(self) -> None:
-        self.requests += 1
-        if self._on_request is not None:
-            self._on_request()
 
     def start_websocket(self, conn: HTTPConnection, event: UpgradeRequest) -> None:
         if self._start_websocket is None:

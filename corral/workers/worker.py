@@ -263,7 +263,8 @@ class Worker:
             app,
             lifespan.state,
             self.loop,
-            on_request=self._on_request,
+            # Counted per request only when --max-requests asks for it.
+            on_request=self._on_request if self._recycle_after else None,
             start_websocket=make_websocket_starter(config),
             tls=self.tls,
         )
