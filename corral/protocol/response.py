@@ -32,7 +32,9 @@ close-delimited. When it does not persist, the head says ``Connection: close``.
 
 Header checks (RFC 9110 section 5): a field name is a token and a field value holds no
 control characters, so an app cannot split the response (uvicorn #719/#728). Names and
-values are bytes, as ASGI requires; a violation raises before anything is queued.
+values are bytes, as ASGI requires; a violation raises before anything is queued. A
+name that passed is remembered (up to 512 of them), so the few names an app sends are
+not checked again; every value is.
 
 States: ``IDLE`` (nothing sent), ``BODY`` (head sent), ``DONE`` (the end sent).
 
@@ -48,6 +50,17 @@ from typing import Final, final
 
 #: Reason phrases, looked up once per status rather than built per response.
 REASONS: Final[dict[int, bytes]] = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
+
+# Whole status lines for the registered statuses.
+_STATUS_LINES: Final = {
+    code: b"HTTP/1.1 %d %s\r\n" % (code, text) for code, text in REASONS.items()
+}
+
+# Header names an app sent that passed the token check, with their lower-case form.
+# Apps send the same few names over and over; this skips re-checking them. It is
+# bounded (names come from the app, but an app may echo a client's input).
+_NAMES: dict[bytes, bytes] = {}
+_MAX_NAMES: Final = 512
 
 # RFC 9110 section 5.6.2: tchar.
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+").fullmatch
@@ -173,15 +186,21 @@ class ResponseWriter:
             raise ResponseError("the response head was already sent")
         if not 200 <= status <= 999:
             raise ResponseError(f"{status} is not a final status code")
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b""))]
+        line = _STATUS_LINES.get(status)
+        lines = [line if line is not None else b"HTTP/1.1 %d \r\n" % status]
         length: bytes | None = None
         closing = close or not self.keep_alive
         no_body = self._head_only or status == 204 or status == 304
         watch = defaults.watch
         given: set[bytes] | None = None  # default names the app set itself
+        names = _NAMES
         for name, value in headers:
-            _check_header(name, value)
-            lower = name.lower()
+            lower = names.get(name) if type(name) is bytes else None
+            if lower is None or type(value) is not bytes or _BAD_VALUE(value) is not None:
+                _check_header(name, value)  # raises, unless only the name is new
+                lower = name.lower()
+                if len(names) < _MAX_NAMES:
+                    names[name] = lower
             if lower in watch:
                 if lower == b"content-length":
                     if not value.isdigit() or (length is not None and value != length):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import h11
 import pytest
 
+from corral.protocol import response
 from corral.protocol.response import (
     DefaultHeaders,
     ResponseError,
@@ -161,6 +162,23 @@ def test_invalid_heads_raise(headers):
     with pytest.raises(ResponseError):
         w.head(200, headers, close=False)
     assert w.state is ResponseState.IDLE
+
+
+@pytest.mark.parametrize("value", [b"a\r\nInjected: 1", b"nul\x00", "text"])
+def test_a_name_seen_before_still_has_its_value_checked(value: object) -> None:
+    """Names that passed once are remembered; their values are checked every time."""
+    writer().head(200, [(b"x-seen", b"fine")], close=False)
+    w = writer()
+    with pytest.raises(ResponseError):
+        w.head(200, [(b"x-seen", value)], close=False)
+    assert w.state is ResponseState.IDLE
+
+
+def test_remembered_names_are_bounded() -> None:
+    """Many distinct names (an app echoing client input) do not grow the memory."""
+    for i in range(2 * response._MAX_NAMES):
+        writer().head(200, [(b"x-%d" % i, b"1")], close=False)
+    assert len(response._NAMES) <= response._MAX_NAMES
 
 
 def test_identical_duplicate_content_length_is_fine():
