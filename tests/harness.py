@@ -187,8 +187,10 @@ def pid_alive(pid: int) -> bool:
     # A zombie is not alive for our purposes.
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except FileNotFoundError:
+            return f.read().rsplit(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        # Gone between the kill and the read: the read itself can fail with
+        # ESRCH once the process is reaped after the file was opened.
         return False
     return True
 
