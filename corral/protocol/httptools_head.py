@@ -55,20 +55,22 @@ class HttptoolsHeadReader:
     Call :meth:`read` as :func:`corral.protocol.request.parse_head` is called.
 
     One llhttp parser serves head after head, as it would the requests of one
-    keep-alive connection, while each head is a whole message without a body and
-    without ``Connection: close`` on HTTP/1.1 (most heads): llhttp is then back at the
+    keep-alive connection, while each head is a whole HTTP/1.1 message without a body
+    after which llhttp itself expects another (most heads): it is then back at the
     start of a message. After anything else (an error, an upgrade, a body to come,
     HTTP/1.0, a close) the next head gets a new parser. Should a kept parser still
     refuse the next head, that head is read again by a new one, so a kept parser never
     decides anything.
     """
 
-    __slots__ = ("_done", "_headers", "_parser", "_url")
+    __slots__ = ("_again", "_headers", "_parser", "_url")
 
     def __init__(self) -> None:
         self._url = b""
         self._headers: Headers = []
-        self._done = False
+        # The head was a whole message after which llhttp expects another.
+        self._again = False
+        # The parser reading now, or kept for the next head; None: a new one next.
         self._parser: httptools.HttpRequestParser | None = None
 
     def read(self, head: bytes, end: int) -> ParsedHead | None:
@@ -76,27 +78,32 @@ class HttptoolsHeadReader:
         parser = self._parser
         kept = parser is not None
         if parser is None:
-            parser = httptools.HttpRequestParser(self)
-        else:
-            self._parser = None  # kept again only if this head leaves it clean
+            parser = self._parser = httptools.HttpRequestParser(self)
         self._url = b""
         headers: Headers = []
         self._headers = headers
-        self._done = False
+        self._again = False
         try:
             parser.feed_data(head if end == len(head) else head[:end])
+        # HttpParserUpgrade is not an HttpParserError (a test keeps it so): first.
         except httptools.HttpParserUpgrade:
-            self._done = False  # CONNECT or an upgrade: the head is complete all the same
+            self._again = False  # CONNECT or an upgrade: the head is complete all the same
         except httptools.HttpParserError:
-            return self.read(head, end) if kept else None
+            self._parser = None
+            if kept:
+                # The kept parser may be what refused it: read it again with a new one
+                # (``_parser`` is None now, so this goes one level deep at most).
+                return self.read(head, end)
+            return None
         method = parser.get_method()
         target = self._url
         # The request line exactly as h11's grammar has it, and the version from it.
         if head.startswith(b"%s %s HTTP/1.1\r\n" % (method, target)):
             parsed = frame(method, target, b"1.1", headers)
-            if self._done and parsed is not None and b"close" not in parsed.connection.lower():
-                self._parser = parser
+            if not self._again or parsed is None:
+                self._parser = None
             return parsed
+        self._parser = None
         if head.startswith(b"%s %s HTTP/1.0\r\n" % (method, target)):
             return frame(method, target, b"1.0", headers)
         return None
@@ -110,4 +117,7 @@ class HttptoolsHeadReader:
         self._headers.append((name.lower(), value.rstrip(b" \t")))
 
     def on_message_complete(self) -> None:
-        self._done = True
+        # Asked here: once feed_data returns, llhttp has forgotten the message's
+        # Connection (and Proxy-Connection, which h11 ignores) and says "keep alive".
+        parser = self._parser
+        self._again = parser is not None and parser.should_keep_alive()

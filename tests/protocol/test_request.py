@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import h11
+import httptools
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -118,12 +119,13 @@ def test_http10_without_host() -> None:
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: \r\n\r\n",
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %s\r\n\r\n"
         % (b"1" * (MAX_LENGTH_DIGITS + 1)),
-        # llhttp reads these; h11 refuses them, so the httptools reader must decline.
+        # h11 refuses these. llhttp refuses the first three too (an error: declined);
+        # it reads the last two, which the rebuilt request line then declines.
         b"GET /\ta HTTP/1.1\r\nHost: x\r\n\r\n",  # HTAB inside the target
         b"GET / HTTP/1.1 \r\nHost: x\r\n\r\n",  # a space after the version
+        b"GET /\x80 HTTP/1.1\r\nHost: x\r\n\r\n",  # obs-text in the target
         b"GET /  HTTP/1.1\r\nHost: x\r\n\r\n",
         b"GET / RTSP/1.0\r\nHost: x\r\n\r\n",
-        b"GET /\x80 HTTP/1.1\r\nHost: x\r\n\r\n",  # obs-text in the target
     ],
 )
 def test_left_to_h11(head: bytes) -> None:
@@ -281,15 +283,76 @@ def test_the_readers_differ() -> None:
 
 
 def test_a_kept_llhttp_parser_never_decides() -> None:
-    """llhttp reads ``Proxy-Connection: close`` as a close, so the parser kept for the
-    next head refuses it; that head is read again by a new parser, and answered."""
+    """A head that a kept parser refuses is read again by a new one, and answered.
+
+    Which parsers are kept is llhttp's own call (below), so no known head leaves a kept
+    parser refusing the next; one in llhttp's closed state stands in for any such case.
+    """
     reader = HttptoolsHeadReader()
     first = b"GET / HTTP/1.1\r\nHost: x\r\nProxy-Connection: close\r\n\r\n"
     second = b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"
-    assert reader.read(first, len(first)) is not None
+    closed = httptools.HttpRequestParser(reader)
+    closed.feed_data(first)
+    with pytest.raises(httptools.HttpParserError):
+        closed.feed_data(second)  # what makes the stand-in a refusing parser
+    closed = httptools.HttpRequestParser(reader)
+    closed.feed_data(first)
+    reader._parser = closed
     parsed = reader.read(second, len(second))
     assert parsed is not None
     assert parsed.request.target == b"/2"
+
+
+@pytest.mark.parametrize(
+    ("head", "kept"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", True),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n", True),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", False),
+        # h11 ignores Proxy-Connection; llhttp reads it as Connection.
+        (b"GET / HTTP/1.1\r\nHost: x\r\nProxy-Connection: close\r\n\r\n", False),
+        (b"GET / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n", False),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n", False),
+        (b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n", False),
+    ],
+)
+def test_the_parser_is_kept_where_llhttp_expects_another_head(head: bytes, kept: bool) -> None:
+    """Only a whole bodyless message that llhttp itself would follow with another."""
+    reader = HttptoolsHeadReader()
+    assert reader.read(head, len(head)) is not None
+    assert (reader._parser is not None) is kept
+
+
+def test_the_llhttp_build_is_as_strict_as_assumed() -> None:
+    """What httptools_head.py relies on in the llhttp that httptools builds; a release
+    built otherwise (lenient flags, an older llhttp) fails here, not in production."""
+    got: list[tuple[bytes, bytes]] = []
+
+    class Callbacks:
+        def on_header(self, name: bytes, value: bytes) -> None:
+            got.append((name, value))
+
+    def refused(head: bytes) -> bool:
+        try:
+            httptools.HttpRequestParser(Callbacks()).feed_data(head)
+        except httptools.HttpParserUpgrade:
+            return False
+        except httptools.HttpParserError:
+            return True
+        return False
+
+    # The reader catches the upgrade "error" before the real ones.
+    assert not issubclass(httptools.HttpParserUpgrade, httptools.HttpParserError)
+    # Names are strict tokens: no space inside or before the colon, none empty.
+    assert refused(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n")
+    assert refused(b"GET / HTTP/1.1\r\nHost : x\r\n\r\n")
+    assert refused(b"GET / HTTP/1.1\r\n: x\r\n\r\n")
+    # Targets are VCHAR: HTAB and obs-text stop llhttp as they stop h11.
+    assert refused(b"GET /\ta HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert refused(b"GET /\x80 HTTP/1.1\r\nHost: x\r\n\r\n")
+    # An empty value is reported (h11 keeps it), not dropped.
+    assert not refused(b"GET / HTTP/1.1\r\nHost: x\r\nX-Empty:\r\n\r\n")
+    assert (b"X-Empty", b"") in got
 
 
 # -- the core on the fast path -----------------------------------------------------------------
