@@ -124,6 +124,12 @@ async def _bad_http(path: str, receive, send) -> None:
         headers = [(b"x-split", b"a\r\nset-cookie: injected=1")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"x"})
+    if path in ("/length-short", "/length-long"):
+        # One body message that does not match its own Content-Length.
+        length = b"5" if path == "/length-short" else b"2"
+        headers = [(b"content-length", length)]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"abc"})
     if path == "/send-after-end":
         await send(start)
         await send({"type": "http.response.body", "body": b"done"})

@@ -677,16 +677,20 @@ class HTTPCore:
         headers: list[tuple[bytes, bytes]],
         defaults: DefaultHeaders = NO_DEFAULTS,
         close: bool = False,
+        body: bytes | None = None,
     ) -> None:
         """Send the response head (serialised by :class:`ResponseWriter`, not h11).
 
         ``defaults`` are added unless the app set the same names; ``close`` ends the
-        connection after this response (``Connection: close``).
+        connection after this response (``Connection: close``). With ``body`` the whole
+        response goes at once: the same as this call without it, then
+        :meth:`send_body` and :meth:`send_end`, for less work.
 
         Raises:
             LocalProtocolError: if a response was already sent, a header is invalid,
-                ``status`` is not a final status or is a 2xx answer to CONNECT; the
-                connection must then be closed.
+                ``status`` is not a final status or is a 2xx answer to CONNECT, or
+                ``body`` does not match the Content-Length; the connection must then
+                be closed.
         """
         if self._connect and 200 <= status < 300:
             # RFC 9110 section 9.3.6: a 2xx to CONNECT turns the connection into a
@@ -697,11 +701,16 @@ class HTTPCore:
         # closes (RFC 9110 section 10.1.1) so neither side waits for the other.
         if self.they_are_waiting_for_100_continue:
             close = True
+        writer = self._writer
         try:
-            self._out.append(self._writer.head(status, headers, close=close, defaults=defaults))
+            if body is None:
+                out = writer.head(status, headers, close=close, defaults=defaults)
+            else:
+                out = writer.whole(status, headers, body, close=close, defaults=defaults)
         except ResponseError as exc:
             self._must_close = True
             raise LocalProtocolError(str(exc)) from None
+        self._out.append(out)
 
     def send_body(self, data: bytes) -> None:
         """Send part of the response body (dropped for HEAD, 204 and 304).

@@ -244,6 +244,38 @@ class ResponseWriter:
         self.state = ResponseState.BODY
         return b"".join(lines)
 
+    def whole(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        *,
+        close: bool,
+        defaults: DefaultHeaders = NO_DEFAULTS,
+    ) -> bytes:
+        """:meth:`head`, :meth:`body` and :meth:`end` in one call, for a body known whole
+        (the usual ASGI answer: one body message). Returns the complete response.
+
+        Raises:
+            ResponseError: as :meth:`head`, or ``body`` does not match the
+                Content-Length; nothing of the response may then be written.
+        """
+        head = self.head(status, headers, close=close, defaults=defaults)
+        framing = self._framing
+        if framing is Framing.LENGTH:
+            if len(body) != self._remaining:
+                self.keep_alive = False
+                if len(body) > self._remaining:
+                    raise ResponseError("Too much data for declared Content-Length")
+                raise ResponseError("Too little data for declared Content-Length")
+            self._remaining = 0
+        elif framing is Framing.CHUNKED:
+            body = b"%x\r\n%b\r\n%b" % (len(body), body, _LAST_CHUNK) if body else _LAST_CHUNK
+        elif framing is Framing.NONE:
+            body = b""
+        self.state = ResponseState.DONE
+        return head + body if body else head
+
     def body(self, data: bytes) -> list[bytes]:
         """Frame part of the body; an empty list when nothing goes on the wire.
 

@@ -301,16 +301,25 @@ class RequestCycle:
         conn = self._conn
         core = conn.core
         try:
-            if state is CycleState.HEAD_HELD:
+            if state is CycleState.HEAD_HELD and not more:
+                # The usual answer, one body message: head, body and end in one call.
                 # Invalid names or values (response splitting) are refused here.
                 server = conn.server
-                core.send_response(self.status, self._headers, server.defaults, server.draining)
-                self.state = CycleState.STREAMING
-            if body and not self._no_body:
-                core.send_body(body)
-                self.bytes_sent += len(body)
-            if not more:
-                core.send_end()
+                whole = b"" if self._no_body else body
+                core.send_response(
+                    self.status, self._headers, server.defaults, server.draining, whole
+                )
+                self.bytes_sent = len(whole)
+            else:
+                if state is CycleState.HEAD_HELD:
+                    server = conn.server
+                    core.send_response(self.status, self._headers, server.defaults, server.draining)
+                    self.state = CycleState.STREAMING
+                if body and not self._no_body:
+                    core.send_body(body)
+                    self.bytes_sent += len(body)
+                if not more:
+                    core.send_end()
         except LocalProtocolError as exc:
             # A bad head, or a body that does not match its Content-Length (RFC 9112
             # section 6.3): this response cannot be sent.

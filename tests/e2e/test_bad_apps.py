@@ -72,6 +72,9 @@ def logged_once(server: Server, mark: int, text: str, detail: str = "") -> None:
         ("/bad-status", 500, RAISED, "invalid HTTP status '200'"),
         ("/body-str", 500, RAISED, "response body must be bytes, not str"),
         ("/bad-header", 500, RAISED, "RuntimeError: invalid response"),
+        # Checked before anything is written, so still a clean 500.
+        ("/length-short", 500, RAISED, "Too little data for declared Content-Length"),
+        ("/length-long", 500, RAISED, "Too much data for declared Content-Length"),
         # The response is complete and correct; the extra message is the app's error.
         ("/send-after-end", 200, RAISED, "unexpected ASGI message 'http.response.body'"),
     ],

@@ -293,3 +293,35 @@ def test_header_from_text_refuses(text: str, message: str) -> None:
     """Text that could not go out as a header is refused with the reason."""
     with pytest.raises(ResponseError, match=message):
         header_from_text(text)
+
+
+@pytest.mark.parametrize("method", [b"GET", b"HEAD"])
+@pytest.mark.parametrize("version", [b"1.1", b"1.0"])
+@pytest.mark.parametrize("status", [200, 204, 304, 404])
+@pytest.mark.parametrize("length", [None, b"0", b"3", b"5"])
+@pytest.mark.parametrize("body", [b"", b"abc"])
+@pytest.mark.parametrize("keep_alive", [True, False])
+def test_whole_is_head_body_end_in_one(
+    method: bytes, version: bytes, status: int, length: bytes | None, body: bytes, keep_alive: bool
+) -> None:
+    """whole() writes what head(), body() and end() write, and fails where they fail."""
+    headers = [(b"content-type", b"text/plain")]
+    if length is not None:
+        headers.append((b"content-length", length))
+    parts = writer(method, version, keep_alive)
+    try:
+        expected = parts.head(status, headers, close=False)
+        expected += b"".join(parts.body(body))
+        expected += parts.end()
+    except ResponseError as exc:
+        one = writer(method, version, keep_alive)
+        with pytest.raises(ResponseError, match=str(exc)):
+            one.whole(status, headers, body, close=False)
+        assert not one.keep_alive
+        return
+    one = writer(method, version, keep_alive)
+    assert one.whole(status, headers, body, close=False) == expected
+    assert one.state is ResponseState.DONE
+    assert one.keep_alive == parts.keep_alive
+    if method == b"GET" and version == b"1.1":
+        assert client_reads(expected)[1] == (b"" if status in (204, 304) else body)
