@@ -70,6 +70,25 @@ DRAIN_SETTLE_S = 0.1
 #: shutdown runs anyway. A task that ignores cancellation must not hold the exit.
 CANCEL_WAIT_S = 1.0
 
+#: Connections an asyncio worker accepts each time a listening socket wakes it. asyncio
+#: takes its create_server backlog for this, and with the listen backlog (2048) the
+#: worker that wakes first takes a whole burst of new connections, leaving the others
+#: idle. One at a time, the workers woken together share the burst (uvloop's accept
+#: loop shares it already).
+ACCEPT_BATCH = 1
+
+
+class _Listening(socket.socket):
+    """An asyncio worker's handle on a socket the master listens on (a duplicate).
+
+    asyncio's create_server calls ``listen()`` again with its backlog argument, which
+    it also uses as the accept batch; here that call does nothing, so the kernel keeps
+    the master's ``--backlog`` while the batch is :data:`ACCEPT_BATCH`.
+    """
+
+    def listen(self, backlog: int = 0, /) -> None:
+        pass
+
 
 @final
 @dataclass(frozen=True, slots=True)
@@ -220,6 +239,8 @@ class Worker:
         self.loop = loop
         self.tls = tls
         self.server: WorkerServer | None = None
+        #: The sockets given to create_server (on asyncio, duplicates of ``listeners``).
+        self._accepting: list[socket.socket] = []
         self._stop = asyncio.Event()
         #: Set whenever the last connection closes; the drain waits on it.
         self._idle = asyncio.Event()
@@ -284,15 +305,21 @@ class Worker:
         # A TLS handshake gets the header deadline: a silent or slow client cannot hold
         # a connection before its first request any longer than after it.
         tls = self.tls
+        if isinstance(self.loop, asyncio.selector_events.BaseSelectorEventLoop):
+            self._accepting = [_Listening(fileno=os.dup(s.fileno())) for s in self.listeners]
+            backlog = ACCEPT_BATCH
+        else:
+            self._accepting = list(self.listeners)
+            backlog = config.backlog
         servers = [
             await self.loop.create_server(
                 lambda: HTTPConnection(server),
                 sock=sock,
-                backlog=config.backlog,
+                backlog=backlog,
                 ssl=None if tls is None else tls.context,
                 ssl_handshake_timeout=None if tls is None else config.timeout_header,
             )
-            for sock in self.listeners
+            for sock in self._accepting
         ]
         self.tell_master(WorkerMessage.READY)
         self._last_heartbeat = self.loop.time()
@@ -372,7 +399,7 @@ class Worker:
         their first request (begin_drain would close them as idle otherwise), then close.
         Nothing queued is lost: the sockets stay open in the master and the other workers.
         """
-        for sock in self.listeners:
+        for sock in self._accepting:
             # False (not an error) where the loop does not accept through a reader (uvloop).
             self.loop.remove_reader(sock.fileno())
         if not self._force:

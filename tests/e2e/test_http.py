@@ -12,6 +12,7 @@ import email.utils
 import json
 import os
 import re
+import signal
 import socket
 import statistics
 import struct
@@ -594,6 +595,29 @@ def test_request_buffers_do_not_page_fault_under_load(loop: str) -> None:
             burst()
         faults = minor_faults(pid) - before
     assert faults < 2 * 32 * 10, f"{faults} page faults for 320 requests"
+
+
+def test_a_burst_of_connections_is_shared_by_the_workers() -> None:
+    """48 connections waiting in the queue when two workers wake: each worker takes a
+    share. (asyncio lets a worker accept up to its create_server backlog in one go; with
+    --backlog there, whichever worker was first awake often took the whole burst.)"""
+    with Server(APP, "-w", "2", "--no-access-log") as server:
+        wait_until(lambda: len(server.worker_pids(1)) == 2, 10, "two workers")
+        workers = server.worker_pids(1)
+        for _ in range(3):
+            with contextlib.ExitStack() as stack:
+                for pid in workers:
+                    os.kill(pid, signal.SIGSTOP)
+                try:
+                    # The kernel completes the handshakes; the connections wait.
+                    clients = [stack.enter_context(Client(server)) for _ in range(48)]
+                finally:
+                    for pid in workers:
+                        os.kill(pid, signal.SIGCONT)
+                pids = [client.request().header("x-pid") for client in clients]
+            counts = sorted(pids.count(pid) for pid in set(pids))
+            assert len(counts) == 2, counts
+            assert counts[0] >= 8, counts
 
 
 def test_keep_alive_latency_shows_tcp_nodelay(srv: Server) -> None:
