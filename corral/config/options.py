@@ -286,7 +286,8 @@ class Config:
     )
     max_worker_memory: int | None = option(
         None,
-        "Replace a worker whose resident memory exceeds this many MiB (sampled each second).",
+        "Replace a worker whose resident memory exceeds this many MiB (sampled each "
+        "second). Leave room for up to 8 MiB of freed memory a busy worker keeps for reuse.",
         N,
         WORKERS,
         minimum=1,
