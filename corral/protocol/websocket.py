@@ -15,6 +15,8 @@ States (:class:`WebSocketState`)::
     CONNECTING --accept()------> OPEN --send_close()--> CLOSING --peer Close, EOF,
         |                          |                            close timeout--> CLOSED
         |                          +--peer Close (echoed), EOF, failure -------> CLOSED
+        |                          +--bad input, answers owed--> FAILING --caught up,
+        |                                  grace over, send_close(), EOF-------> CLOSED
         +--reject_start()--> CLOSING (rejecting) --last reject_body()----------> CLOSED
         +--bad handshake (at construction), EOF -------------------------------> CLOSED
 
@@ -36,6 +38,16 @@ Rules:
   a Close frame carrying 1002, 1007, 1009 or the guard's code, then CLOSED. Misuse by
   the caller raises :class:`LocalProtocolError`; sending on a closing or closed
   connection raises its subclass :class:`ConnectionClosed`.
+* What was valid is answered first. Messages that arrived before the bad input were
+  delivered; the app's answers to them are owed to the peer, and a Close would forbid
+  them (section 5.5.1: nothing after a Close). So while answers are owed the failure
+  is held in FAILING: input is ignored, messages may still be sent, and the Close goes
+  out when the caller reports with :meth:`~WebSocketCore.mark_caught_up` that the app
+  took every message and waits for more, or after ``answer_grace_s``, whichever is
+  first (the app sending a Close or the peer's EOF end it too). Answers are owed from
+  the moment a message is delivered until the next ``mark_caught_up()``; a failure
+  with none owed is immediate, as is one the caller causes (keepalive timeout, full
+  outbound buffer), which no answer can help. The close code is the same either way.
 * A Close from the peer is echoed at once (section 5.5.1), and the server then closes
   TCP first (section 7.1.1). Every Ping gets a Pong, during our own closing handshake
   too: section 5.5.2 excuses only an endpoint that has *received* a Close. (Section
@@ -95,6 +107,7 @@ __all__ = [
     "CLOSED",
     "CLOSING",
     "CONNECTING",
+    "FAILING",
     "OPEN",
     "BytesMessage",
     "CloseReceived",
@@ -122,12 +135,14 @@ class WebSocketState(enum.Enum):
 
     CONNECTING = "connecting"
     OPEN = "open"
+    FAILING = "failing"
     CLOSING = "closing"
     CLOSED = "closed"
 
 
 CONNECTING: Final = WebSocketState.CONNECTING
 OPEN: Final = WebSocketState.OPEN
+FAILING: Final = WebSocketState.FAILING
 CLOSING: Final = WebSocketState.CLOSING
 CLOSED: Final = WebSocketState.CLOSED
 
@@ -250,6 +265,11 @@ class WebSocketCore:
         self._ping_payload: bytes | None = None
         self._ping_count = 0
         self._closing_since: float | None = None
+        # Answers owed: a message was delivered since the last mark_caught_up(). A
+        # failure found meanwhile waits in FAILING: its code and reason, and since when.
+        self._owed = False
+        self._failure: tuple[int, str] | None = None
+        self._failing_since: float | None = None
         self.error_status_hint: int | None = None
         self.error_reason = ""
 
@@ -427,7 +447,9 @@ class WebSocketCore:
 
         Bytes are buffered before accept(), parsed while OPEN or CLOSING, and dropped
         once the connection is ending (nothing after a Close can matter, RFC 6455
-        section 5.5.1). Bad input never raises: it fails the connection.
+        section 5.5.1) or failing (nothing after bad input can be trusted). Bad input
+        never raises: it fails the connection, at once or, with answers owed, through
+        FAILING (see the module docstring).
         """
         state = self._state
         if state is OPEN or (state is CLOSING and not self._rejecting):
@@ -444,18 +466,39 @@ class WebSocketCore:
     def receive_eof(self) -> None:
         """The peer closed its side. Unless the connection is already over, this ends
         it with :class:`CloseReceived` 1006 (RFC 6455 section 7.1.5): no Close frame
-        came, including before the handshake completed."""
-        if self._state is not CLOSED:
+        came, including before the handshake completed. A held failure ends with its
+        own code: its Close is queued, in case the peer only half-closed."""
+        if self._state is FAILING:
+            self._fail_held()
+        elif self._state is not CLOSED:
             self._finish(1006, "")
+
+    def mark_caught_up(self) -> bool:
+        """Report that the app has taken every message delivered and waits for the next.
+
+        No answer is owed any more, so a failure found later is immediate, and one held
+        in FAILING happens now (its Close queued behind the app's answers): then call
+        events_received() and data_to_send(). Call it each time the app asks for a
+        message and none is waiting; cheap when nothing is held.
+
+        Returns:
+            True if this ended a held failure (the state is now CLOSED).
+        """
+        if self._state is FAILING:
+            self._fail_held()
+            return True
+        self._owed = False
+        return False
 
     def _receive_frames(self, data: bytes) -> None:
         conn = self._conn
         assert conn is not None  # set by accept(), the only way into OPEN
         if self._state is OPEN and self._deflate is None and _between_messages(conn):
             used = self._receive_simple_frames(data)
-            if used == len(data):
-                return
             if used:
+                self._owed = True
+                if used == len(data):
+                    return
                 data = data[used:]
         conn.receive_data(data)
         events = self._events
@@ -471,8 +514,10 @@ class WebSocketCore:
                     text_parts.append(event.data)
                     events.append(TextMessage("".join(text_parts)))
                     text_parts.clear()
+                    self._owed = True
                 else:
                     events.append(TextMessage(event.data))
+                    self._owed = True
             elif isinstance(event, wsevents.BytesMessage):
                 # wsproto types the data bytes | bytearray but yields bytes, for which
                 # bytes() is the identity, not a copy.
@@ -485,8 +530,10 @@ class WebSocketCore:
                     byte_parts.append(data)
                     events.append(BytesMessage(b"".join(byte_parts)))
                     byte_parts.clear()
+                    self._owed = True
                 else:
                     events.append(BytesMessage(data))
+                    self._owed = True
             elif isinstance(event, wsevents.Ping):
                 # RFC 6455 section 5.5.2: a Pong echoes the Ping's payload.
                 self._queue_frame(_FIN_PONG, event.payload)
@@ -559,8 +606,17 @@ class WebSocketCore:
             self._out.append(conn.send(wsevents.CloseConnection(code=event.code)))
         elif their_state is ConnectionState.OPEN:
             # A parse failure leaves wsproto OPEN. Fail the connection (section 7.1.7):
-            # a Close with the chosen code, then close TCP without waiting.
+            # a Close with the chosen code, then close TCP without waiting. With answers
+            # owed, hold it (module docstring); wsproto stays OPEN, so the Close can
+            # still be sent later, and it is fed nothing more.
             reason = self._failure_reason(reason)
+            if self._owed and self._state is OPEN and self._limits.answer_grace_s > 0:
+                self._failure = (code, reason)
+                # The time of the read that brought the bad frame; None from accept(),
+                # which takes no time: next_deadline() then asks for a tick at once.
+                self._failing_since = self._idle_since
+                self._state = FAILING
+                return
             self._out.append(conn.send(wsevents.CloseConnection(code=code, reason=reason)))
         elif their_state is ConnectionState.LOCAL_CLOSING:
             # A failure after our own Close: a second Close is not allowed (section
@@ -581,11 +637,14 @@ class WebSocketCore:
     def send_text(self, data: str) -> None:
         """Queue a text message.
 
+        Allowed in OPEN and FAILING (an answer to a message received before bad input).
+
         Raises:
             LocalProtocolError: not OPEN, or ``data`` cannot be UTF-8 (lone surrogate).
             ConnectionClosed: the connection is closing or closed.
         """
-        if self._state is not OPEN:
+        state = self._state
+        if state is not OPEN and state is not FAILING:
             raise self._state_error("send")
         try:
             payload = data.encode()
@@ -594,13 +653,14 @@ class WebSocketCore:
         self._send_message(_FIN_TEXT, payload)
 
     def send_bytes(self, data: bytes) -> None:
-        """Queue a binary message.
+        """Queue a binary message; allowed in OPEN and FAILING, as send_text().
 
         Raises:
             LocalProtocolError: not OPEN.
             ConnectionClosed: the connection is closing or closed.
         """
-        if self._state is not OPEN:
+        state = self._state
+        if state is not OPEN and state is not FAILING:
             raise self._state_error("send")
         self._send_message(_FIN_BINARY, data)
 
@@ -609,7 +669,7 @@ class WebSocketCore:
 
         Raises:
             LocalProtocolError: not OPEN, or ``payload`` over 125 bytes (section 5.5).
-            ConnectionClosed: the connection is closing or closed.
+            ConnectionClosed: the connection is failing, closing or closed.
         """
         if self._state is not OPEN:
             raise self._state_error("ping")
@@ -622,6 +682,8 @@ class WebSocketCore:
         Close (then :class:`CloseReceived`) or the close timeout.
 
         ``reason`` is cut to 123 UTF-8 bytes on a character boundary (section 5.5).
+        In FAILING the held failure happens instead: the peer broke the protocol, so
+        its Close carries the failure's code (section 7.1.7), and the state is CLOSED.
 
         Raises:
             LocalProtocolError: ``code`` may not be sent (1004-1006, 1015, 1016-2999,
@@ -631,6 +693,9 @@ class WebSocketCore:
         """
         if not sendable_close_code(code):
             raise LocalProtocolError(f"close code {code} may not be sent (RFC 6455 7.4)")
+        if self._state is FAILING:
+            self._fail_held()
+            return
         if self._state is not OPEN:
             raise self._state_error("close")
         conn = self._conn
@@ -671,6 +736,9 @@ class WebSocketCore:
             if wait == math.inf:
                 return None
             return -math.inf if self._idle_since is None else self._idle_since + wait
+        if state is FAILING:
+            since = self._failing_since
+            return -math.inf if since is None else since + self._limits.answer_grace_s
         if state is CLOSING and not self._rejecting and self._close_timeout != math.inf:
             return (
                 -math.inf
@@ -686,7 +754,8 @@ class WebSocketCore:
         nothing arrives for ``ping_timeout_s`` after it, fail the connection with 1011.
         RFC 6455 section 7.1.7 asks for a Close before dropping an established
         connection, 1006 may never be sent (section 7.4.1), and 1011 (an unexpected
-        condition) is what websockets sends for a keepalive timeout. CLOSING: after
+        condition) is what websockets sends for a keepalive timeout. FAILING: after
+        ``answer_grace_s``, send the held failure's Close. CLOSING: after
         ``close_timeout_s`` without the peer's Close, give up with 1006.
         """
         state = self._state
@@ -703,6 +772,11 @@ class WebSocketCore:
                 self._ping_payload = self._ping_count.to_bytes(4, "big")
                 self._queue_frame(_FIN_PING, self._ping_payload)
                 self._idle_since = now
+        elif state is FAILING:
+            if self._failing_since is None:
+                self._failing_since = now
+            elif now >= self._failing_since + self._limits.answer_grace_s:
+                self._fail_held()
         elif state is CLOSING and not self._rejecting:
             if self._closing_since is None:
                 self._closing_since = now
@@ -715,8 +789,9 @@ class WebSocketCore:
         ``pending_bytes`` is what the transport holds unsent. Past
         ``max_outbound_buffer`` an OPEN connection is failed with 1008: the cause is
         the peer's behaviour, a policy matter, where 1013 ("try again later") would
-        invite a client to reconnect into the same state. A CLOSING one is dropped
-        (1006). Then call events_received() and data_to_send().
+        invite a client to reconnect into the same state. A FAILING one fails now with
+        its own code; a CLOSING one is dropped (1006). Then call events_received() and
+        data_to_send().
 
         Resource handling: the Close frame queues behind everything unsent, so the
         caller should abort the transport if it cannot be flushed promptly.
@@ -727,6 +802,9 @@ class WebSocketCore:
         if state is OPEN:
             self._fail(1008, "outbound buffer full")
             return True
+        if state is FAILING:
+            self._fail_held()
+            return True
         if state is CLOSING:
             self._finish(1006, "")
             return True
@@ -735,7 +813,7 @@ class WebSocketCore:
     # -- endings -----------------------------------------------------------------------
 
     def _state_error(self, action: str) -> LocalProtocolError:
-        if self._state is CLOSING or self._state is CLOSED:
+        if self._state is CLOSING or self._state is CLOSED or self._state is FAILING:
             return ConnectionClosed(f"cannot {action}: the connection is closing or closed")
         if self._state is CONNECTING:
             return LocalProtocolError(f"cannot {action} in state CONNECTING: accept() or reject()")
@@ -750,11 +828,18 @@ class WebSocketCore:
         self._early = bytearray()
 
     def _fail(self, code: int, reason: str) -> None:
-        """Fail an OPEN connection (RFC 6455 section 7.1.7): Close frame, then CLOSED."""
+        """Fail an OPEN or FAILING connection (RFC 6455 section 7.1.7): Close, CLOSED."""
         conn = self._conn
         assert conn is not None  # OPEN implies accept() ran
         self._out.append(conn.send(wsevents.CloseConnection(code=code, reason=reason)))
         self._finish(code, reason)
+
+    def _fail_held(self) -> None:
+        """End FAILING: the held failure's Close, after the answers already queued."""
+        failure = self._failure
+        assert failure is not None  # FAILING implies a held failure
+        self._failure = None
+        self._fail(*failure)
 
     def _finish(self, code: int, reason: str) -> None:
         self._events.append(_ABNORMAL if code == 1006 else CloseReceived(code, reason))

@@ -81,6 +81,15 @@ DEFAULT_MAX_FRAGMENTS: Final = 65_536
 #: that stopped reading). Four maximum messages leaves room to echo one at full size.
 DEFAULT_MAX_OUTBOUND_BUFFER: Final = 4 * DEFAULT_MAX_MESSAGE_SIZE
 
+#: Seconds a connection failed by bad input stays open for the app's answers to the
+#: messages that arrived before it (see ``WebSocketCore.mark_caught_up``). An echo or a
+#: quick reply takes microseconds to a few milliseconds even on a busy worker; a quarter
+#: of a second leaves room for a GC pause or a crowded event loop, and is short enough
+#: that a peer that already broke the protocol does not hold a connection noticeably
+#: longer. (Every peer tested, uvicorn and hypercorn included, fails at once and drops
+#: those answers; Autobahn cases 3.2-3.4, 4.1.3-4.2.5 and 5.15 mark that NON-STRICT.)
+DEFAULT_ANSWER_GRACE_S: Final = 0.25
+
 # The guard uses no reserved bits; the deflate extension claims RSV1 for itself.
 _NO_RSV: Final = RsvBits(False, False, False)
 
@@ -235,6 +244,8 @@ class WebSocketLimits:
             is failed with 1011; None waits forever.
         close_timeout_s: Seconds to wait for the peer's Close after ours before the TCP
             connection is dropped; None waits forever (websockets' default is 10 s).
+        answer_grace_s: Seconds a connection failed by bad input waits for the app's
+            answers to the messages received before it; 0 fails it at once.
     """
 
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
@@ -245,12 +256,14 @@ class WebSocketLimits:
     ping_interval_s: float | None = 20.0
     ping_timeout_s: float | None = 20.0
     close_timeout_s: float | None = 10.0
+    answer_grace_s: float = DEFAULT_ANSWER_GRACE_S
 
     def __post_init__(self) -> None:
         """Refuse limits that would make every message or every connection fail.
 
         Raises:
-            ValueError: a size or count below 1, or a time that is not positive.
+            ValueError: a size or count below 1, a timer that is not positive, or a
+                negative grace.
         """
         for name in ("max_message_size", "max_fragments", "max_outbound_buffer"):
             if getattr(self, name) < 1:
@@ -259,6 +272,8 @@ class WebSocketLimits:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be positive or None")
+        if not self.answer_grace_s >= 0:  # NaN too
+            raise ValueError("answer_grace_s must be zero or positive")
 
 
 @final

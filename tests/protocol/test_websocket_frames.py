@@ -25,6 +25,9 @@ def run(stream: bytes, cut: list[int], limits: WebSocketLimits = LIMITS) -> tupl
     """Feed ``stream`` to an open core in reads ending at the offsets in ``cut``; return
     the server's events and what a wsproto client made of the bytes sent back.
 
+    After each read the app is caught up (it took the messages and waits for more), so
+    a failure held for its answers happens then, as it would in the adapter.
+
     wsproto words a UTF-8 failure with the offset within the read it was decoding,
     which moves with the read boundaries: reasons of 1007 are left out of the
     comparison, the code stays in.
@@ -35,6 +38,8 @@ def run(stream: bytes, cut: list[int], limits: WebSocketLimits = LIMITS) -> tupl
     for end in [*sorted(set(cut)), len(stream)]:
         if end > start:
             events += pair.feed(stream[start:end])
+            pair.server.mark_caught_up()
+            events += pair.server.events_received()
             start = end
     events = [
         CloseReceived(1007, "") if isinstance(e, CloseReceived) and e.code == 1007 else e
