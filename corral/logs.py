@@ -1,7 +1,8 @@
 """Logging: stdlib ``logging``, text (coloured on a TTY) or JSON, and the access log.
 
 Loggers: ``corral.error`` for the server's own messages, ``corral.access`` for one
-line per completed request. ``--log-config FILE`` (a dictConfig as JSON or TOML)
+line per completed request, and for a WebSocket one at the handshake and one when the
+session ends. ``--log-config FILE`` (a dictConfig as JSON or TOML)
 replaces all of this. Every field of an access line that comes from the peer is
 escaped, so a request cannot forge log lines (uvicorn's CVE-2020-7694).
 """
@@ -64,10 +65,59 @@ def format_access(
     )
 
 
+def format_websocket_end(
+    client: tuple[str, int] | None,
+    target: bytes,
+    close_code: int,
+    duration_s: float,
+    received: tuple[int, int],
+    sent: tuple[int, int],
+) -> None:
+    """Emit the line that ends an accepted WebSocket session (logging is on).
+
+    ``received`` and ``sent`` are (messages, bytes), the bytes being frames on the
+    wire after the 101 (headers included, compressed if permessage-deflate was on).
+    ``close_code`` is the one the app was told (1006: no Close frame).
+    """
+    peer = f"{client[0]}:{client[1]}" if client else "unix"
+    request = escape(f"WEBSOCKET {target.decode('latin-1')}")
+    access_logger.info(
+        '%s "%s" closed %d %.1fms in %d messages %d bytes, out %d messages %d bytes',
+        peer,
+        request,
+        close_code,
+        duration_s * 1000.0,
+        *received,
+        *sent,
+        extra={
+            "client": peer,
+            "request": request,
+            "close_code": close_code,
+            "duration_ms": round(duration_s * 1000.0, 3),
+            "messages_in": received[0],
+            "bytes_in": received[1],
+            "messages_out": sent[0],
+            "bytes_out": sent[1],
+        },
+    )
+
+
 class JSONFormatter(logging.Formatter):
     """One JSON object per line; access lines carry their fields as keys."""
 
-    _FIELDS = ("client", "request", "status", "bytes", "duration_ms")
+    _FIELDS = (
+        "client",
+        "request",
+        "status",
+        "bytes",
+        "duration_ms",
+        # The end of a WebSocket session (format_websocket_end).
+        "close_code",
+        "messages_in",
+        "bytes_in",
+        "messages_out",
+        "bytes_out",
+    )
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {

@@ -19,6 +19,13 @@ Rules (ASGI spec and RFC 6455):
 * ``send`` after the connection closed raises :class:`ClientDisconnected` (an OSError).
 * ``websocket.disconnect`` carries the peer's code (1005 if its Close had none, 1006 for
   a drop without a Close) and reason.
+* Bad input after valid messages: the core holds the failure (its FAILING state) until
+  the app's answers are out. ``receive`` with nothing waiting tells the core the app
+  caught up, which sends the Close and returns the disconnect; the core's grace timer
+  bounds an app that never asks.
+* Access log: one line at the handshake (its status and how long the app took to
+  decide), and for an accepted session one more when the connection ends: duration,
+  messages and bytes each way (frames on the wire, after the 101), close code.
 * On a drain the client gets 1001 (stop) or 1012 (reload) and the app a disconnect,
   after :data:`DRAIN_GRACE_S`; a session the app accepts during the drain too.
 * Reading pauses while the app has :data:`MAX_QUEUED_MESSAGES` messages unread;
@@ -35,10 +42,11 @@ import collections
 import enum
 import logging
 from collections.abc import Callable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, final
 
 from corral.config import Config
-from corral.logs import format_access
+from corral.logs import access_logger, format_access, format_websocket_end
 from corral.protocol.http import UpgradeRequest
 from corral.protocol.websocket import (
     BytesMessage,
@@ -64,6 +72,11 @@ MAX_QUEUED_MESSAGES = 16
 
 #: Seconds the app gets to notice a drain before its session is closed for it.
 DRAIN_GRACE_S = 0.5
+
+
+# Core states in which the app may still send: in FAILING only answers to what came
+# before the bad input (see WebSocketCore).
+_SENDING = frozenset({WebSocketState.OPEN, WebSocketState.FAILING})
 
 
 class SessionState(enum.Enum):
@@ -113,13 +126,19 @@ class WebSocketSession:
     """The app's ``receive``/``send`` pair for one WebSocket connection."""
 
     __slots__ = (
+        "_accepted",
+        "_bytes_in",
+        "_bytes_out",
         "_conn",
         "_connect_delivered",
         "_core",
         "_disconnect",
         "_drain_code",
         "_inbox",
+        "_messages_in",
+        "_messages_out",
         "_paused",
+        "_started_at",
         "_timer",
         "_timer_at",
         "_waiter",
@@ -129,6 +148,8 @@ class WebSocketSession:
 
     def __init__(self, conn: HTTPConnection, event: UpgradeRequest, limits: WebSocketLimits):
         self._conn = conn
+        # perf_counter, not the loop's clock: uvloop's is 1 ms coarse.
+        self._started_at = perf_counter()
         self._core = WebSocketCore(event.request, event.trailing, limits=limits)
         self.state = SessionState.HANDSHAKE
         self._inbox: collections.deque[Message] = collections.deque()
@@ -139,6 +160,13 @@ class WebSocketSession:
         self._drain_code = 0  # set by a drain that found the app still deciding
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
+        # For the access line at the end: counted from the 101 on (the early frames in
+        # ``trailing`` included), logged once if the app accepted.
+        self._accepted = False
+        self._messages_in = 0
+        self._messages_out = 0
+        self._bytes_in = len(event.trailing)
+        self._bytes_out = 0
         scope = http_scope(conn, event.request)
         del scope["method"]
         scope["type"] = "websocket"
@@ -178,6 +206,7 @@ class WebSocketSession:
     # -- bytes from the connection ----------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        self._bytes_in += len(data)
         self._core.receive_data(data, self._conn.loop.time())
         self._after_input()
 
@@ -192,6 +221,9 @@ class WebSocketSession:
         self._core.receive_eof()
         self._after_input()
         self._end()
+        if self._accepted:
+            self._accepted = False
+            self._log_end()
 
     def shutdown(self) -> None:
         """The worker drains: tell the client (1001 or 1012) and the app."""
@@ -205,10 +237,15 @@ class WebSocketSession:
     def _close_for_drain(self, code: int) -> None:
         if self.state is not SessionState.CONNECTED:
             return
+        core = self._core
         try:
-            self._core.send_close(code, "server shutting down" if code == 1001 else "")
+            core.send_close(code, "server shutting down" if code == 1001 else "")
         except LocalProtocolError:
             return  # the peer's Close or a failure ended the connection first
+        if core.state is WebSocketState.CLOSED:
+            # A held failure (FAILING) ended instead, with its own code.
+            self._after_input()
+            return
         self._disconnect = {"type": "websocket.disconnect", "code": code, "reason": ""}
         self._flush()
         self._wake()
@@ -217,8 +254,10 @@ class WebSocketSession:
         for event in self._core.events_received():
             if isinstance(event, TextMessage):
                 self._inbox.append({"type": "websocket.receive", "text": event.data})
+                self._messages_in += 1
             elif isinstance(event, BytesMessage):
                 self._inbox.append({"type": "websocket.receive", "bytes": event.data})
+                self._messages_in += 1
             elif isinstance(event, CloseReceived) and self._disconnect is None:
                 self._disconnect = {
                     "type": "websocket.disconnect",
@@ -259,8 +298,8 @@ class WebSocketSession:
             if self.state is SessionState.HANDSHAKE:
                 core.reject(500, [], b"500 Internal Server Error\n")
                 self._log(500)
-            elif self.state is SessionState.CONNECTED and core.state is WebSocketState.OPEN:
-                core.send_close(code)
+            elif self.state is SessionState.CONNECTED and core.state in _SENDING:
+                core.send_close(code)  # in FAILING: the held failure's Close instead
             elif self.state is SessionState.REJECTING:
                 core.reject_body(b"", more=False)
         except LocalProtocolError:
@@ -273,6 +312,10 @@ class WebSocketSession:
             self._connect_delivered = True
             return {"type": "websocket.connect"}
         while not self._inbox and self._disconnect is None:
+            if self._core.mark_caught_up():
+                # The app answered all it was given: a held failure's Close goes now.
+                self._after_input()
+                continue
             waiter = self._waiter = self._conn.loop.create_future()
             await waiter
         if self._inbox:
@@ -305,11 +348,15 @@ class WebSocketSession:
                     core.send_bytes(bytes(data_bytes))
                 else:
                     raise RuntimeError("websocket.send: 'text' must be str, 'bytes' bytes")
+                self._messages_out += 1
             elif kind == "websocket.accept" and state is SessionState.HANDSHAKE:
                 headers = [(bytes(k).lower(), bytes(v)) for k, v in message.get("headers", ())]
                 core.accept(message.get("subprotocol"), headers + self._extra_headers(headers))
                 self.state = SessionState.CONNECTED
                 self._log(101)
+                self._flush()  # the 101, which the session's byte count leaves out
+                self._accepted = True
+                self._bytes_out = 0
                 if self._drain_code:
                     self._conn.loop.call_later(
                         DRAIN_GRACE_S, self._close_for_drain, self._drain_code
@@ -348,12 +395,28 @@ class WebSocketSession:
         return [h for h in self._conn.server.default_headers if h[0] not in names]
 
     def _log(self, status: int) -> None:
-        server = self._conn.server
-        if server.access_log:
-            target = self.scope["raw_path"] + (
-                b"?" + self.scope["query_string"] if self.scope["query_string"] else b""
+        """The handshake's line: its status, and how long the app took to decide."""
+        if self._conn.server.access_log and access_logger.isEnabledFor(logging.INFO):
+            duration = perf_counter() - self._started_at
+            format_access(self._conn.client, b"WEBSOCKET", self._target(), status, 0, duration)
+
+    def _log_end(self) -> None:
+        """The session's line, once, when the connection of an accepted session ends."""
+        if self._conn.server.access_log and access_logger.isEnabledFor(logging.INFO):
+            disconnect = self._disconnect
+            format_websocket_end(
+                self._conn.client,
+                self._target(),
+                disconnect["code"] if disconnect is not None else 1006,
+                perf_counter() - self._started_at,
+                (self._messages_in, self._bytes_in),
+                (self._messages_out, self._bytes_out),
             )
-            format_access(self._conn.client, b"WEBSOCKET", target, status, 0, 0.0)
+
+    def _target(self) -> bytes:
+        path: bytes = self.scope["raw_path"]
+        query: bytes = self.scope["query_string"]
+        return path + b"?" + query if query else path
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -365,7 +428,9 @@ class WebSocketSession:
         if transport is None or transport.is_closing():
             return
         if data:
-            transport.write(data[0] if len(data) == 1 else b"".join(data))
+            chunk = data[0] if len(data) == 1 else b"".join(data)
+            transport.write(chunk)
+            self._bytes_out += len(chunk)
             if core.check_outbound_buffer(transport.get_write_buffer_size()):
                 # The client stopped reading: the core failed the connection (1008).
                 self._after_input()

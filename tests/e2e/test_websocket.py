@@ -27,6 +27,7 @@ from wsproto import events as ws
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason
 
+from tests.e2e.test_startup import LOOPS
 from tests.harness import TIME_FACTOR, Server, read_response
 
 APP = "tests.e2e.test_websocket:app"
@@ -316,6 +317,20 @@ def test_text_and_bytes_both_ways(srv: Server) -> None:
         raw.send(ws.BytesMessage(b"\x01\x02"))
         received = raw.expect(ws.BytesMessage)
         assert (received.data, received.message_finished) == (b"\x01\x02", True)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_message_before_a_bad_frame_is_echoed_before_the_close(loop: str) -> None:
+    """A valid text frame and a bad frame in one write (Autobahn 3.2, 4.1.3, 5.15): the
+    echo of the valid one arrives, then the 1002 Close, then the end of TCP."""
+    bad = b"\x83\x80" + b"\x00" * 4  # masked, empty, reserved opcode 3 (RFC 6455 5.2)
+    with Server(APP, "-w", "1", "--loop", loop) as server, RawClient(server) as raw:
+        raw.expect(ws.AcceptConnection)
+        raw.sock.sendall(raw.ws.send(ws.TextMessage("valid first")) + bad)
+        assert raw.expect(ws.TextMessage).data == "valid first"
+        assert raw.expect(ws.CloseConnection).code == 1002
+        assert raw.wait_eof() == []
+        server.wait_for_line(r"ws-app: disconnect /echo 1002 ")
 
 
 # -- closes -----------------------------------------------------------------------------------

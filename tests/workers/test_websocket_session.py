@@ -499,6 +499,135 @@ def test_closing_handshake_times_out(env: Env) -> None:
     assert peer.transport.closing
 
 
+# -- bad input after valid messages -------------------------------------------------------------
+
+# A masked, empty frame with the reserved opcode 3: a protocol error (1002).
+BAD_FRAME = b"\x83\x80\x00\x00\x00\x00"
+
+
+def test_echo_of_a_message_before_a_bad_frame_goes_out_first(env: Env) -> None:
+    """A message and a bad frame in one read: the echo, then the 1002 Close."""
+    app = Recorder()
+    peer = Peer(env, app)
+    peer.upgrade()
+    assert accepted(peer.events())
+    peer.conn.data_received(peer.ws.send(ws.TextMessage("good")) + BAD_FRAME)
+    env.settle()
+    events = peer.events()
+    assert [type(e) for e in events] == [ws.TextMessage, ws.CloseConnection]
+    assert events[0].data == "good"  # type: ignore[attr-defined]
+    assert events[1].code == 1002  # type: ignore[attr-defined]
+    assert app.received[-1]["type"] == "websocket.disconnect"
+    assert app.received[-1]["code"] == 1002
+    assert peer.transport.closing
+
+
+def test_a_busy_app_answers_before_the_close(env: Env) -> None:
+    """The bad frame comes while the app works on a message it took earlier."""
+    gate = asyncio.Event()
+    got: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        message = await receive()
+        await gate.wait()
+        await send({"type": "websocket.send", "bytes": message["bytes"]})
+        got.append(await receive())
+
+    peer = Peer(env, app)
+    peer.upgrade()
+    peer.send(ws.BytesMessage(b"slow"))
+    peer.conn.data_received(BAD_FRAME)
+    env.settle()
+    assert peer.events()[1:] == []  # the 101 only: the Close waits for the answer
+    gate.set()
+    env.settle()
+    events = peer.events()
+    assert isinstance(events[0], ws.BytesMessage)
+    assert isinstance(events[1], ws.CloseConnection)
+    assert events[1].code == 1002
+    assert got[0]["code"] == 1002
+    assert peer.transport.closing
+
+
+def test_an_app_that_never_answers_is_cut_after_the_grace(env: Env) -> None:
+    """The hold is bounded: after answer_grace_s the 1002 Close goes out anyway."""
+    stuck = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await receive()
+        await stuck.wait()
+
+    peer = Peer(env, app)
+    peer.upgrade()
+    peer.events()
+    peer.conn.data_received(peer.ws.send(ws.TextMessage("x")) + BAD_FRAME)
+    env.settle()
+    assert peer.events() == []
+    assert not peer.transport.closing
+    env.now += peer.session._core._limits.answer_grace_s
+    env.settle()
+    (close,) = peer.events()
+    assert isinstance(close, ws.CloseConnection)
+    assert close.code == 1002
+    assert peer.transport.closing
+
+
+def test_app_returning_while_the_failure_is_held(env: Env) -> None:
+    """An app that returns after its answer ends the hold with the failure's code."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": (await receive())["text"]})
+
+    peer = Peer(env, app)
+    peer.upgrade()
+    peer.events()
+    peer.conn.data_received(peer.ws.send(ws.TextMessage("bye")) + BAD_FRAME)
+    env.settle()
+    events = peer.events()
+    assert isinstance(events[0], ws.TextMessage)
+    assert isinstance(events[1], ws.CloseConnection)
+    assert events[1].code == 1002
+    assert peer.transport.closing
+
+
+def test_drain_while_the_failure_is_held(env: Env) -> None:
+    """A drain during the hold sends the failure's code, not the drain's."""
+    stuck = asyncio.Event()
+    got: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await receive()
+        await stuck.wait()
+        got.append(await receive())
+
+    peer = Peer(env, app)
+    peer.upgrade()
+    peer.events()
+    peer.server.begin_drain(1001)
+    # The bad frame comes late in the drain's grace, so the drain's timer fires first.
+    env.now += DRAIN_GRACE_S - 0.01
+    env.settle()
+    peer.conn.data_received(peer.ws.send(ws.TextMessage("x")) + BAD_FRAME)
+    env.settle()
+    assert peer.events() == []
+    env.now += 0.01
+    env.settle()
+    (close,) = peer.events()
+    assert isinstance(close, ws.CloseConnection)
+    assert close.code == 1002
+    stuck.set()
+    env.settle()
+    assert got[0]["code"] == 1002
+
+
 # -- drains -------------------------------------------------------------------------------------
 
 
@@ -716,3 +845,30 @@ def test_resume_after_the_connection_is_gone_is_skipped(env: Env) -> None:
     env.settle()
     assert len(taken) == MAX_QUEUED_MESSAGES
     assert not peer.transport.reading
+
+
+def test_session_end_is_logged_with_counts(env: Env, caplog: Any) -> None:
+    """An accepted session logs a second line at its end: close code, messages, bytes."""
+    app = Recorder()
+    with caplog.at_level(logging.INFO, logger="corral.access"):
+        peer = Peer(env, app)
+        peer.upgrade("/ws?room=1")
+        head = bytes(peer.transport.written).index(b"\r\n\r\n") + 4
+        sent = peer.ws.send(ws.TextMessage("héllo")) + peer.ws.send(ws.BytesMessage(b"\x00"))
+        peer.conn.data_received(sent)
+        env.settle()
+        close = peer.ws.send(ws.CloseConnection(code=4001))
+        peer.conn.data_received(close)
+        env.settle()
+        peer.transport.client_reads(len(peer.transport.written))
+        env.settle()
+    lines = [r.getMessage() for r in caplog.records if "WEBSOCKET /ws?room=1" in r.getMessage()]
+    assert len(lines) == 2
+    assert '"WEBSOCKET /ws?room=1" 101 0 ' in lines[0]
+    out = len(peer.transport.written) - head
+    assert "closed 4001 " in lines[1]
+    assert lines[1].endswith(
+        f"in 2 messages {len(sent) + len(close)} bytes, out 2 messages {out} bytes"
+    )
+    record = next(r for r in caplog.records if "closed" in r.getMessage())
+    assert (record.messages_in, record.messages_out, record.close_code) == (2, 2, 4001)
