@@ -188,7 +188,8 @@ class WorkerServer:
         for an error answered before a request was parsed)."""
         if not self.access_log or not access_logger.isEnabledFor(logging.INFO):
             return
-        duration = self.loop.time() - cycle.started_at if cycle is not None else 0.0
+        # The cycle's perf_counter clock (see RequestCycle.started_at), not loop.time().
+        duration = time.perf_counter() - cycle.started_at if cycle is not None else 0.0
         method = cycle.method if cycle is not None else b"-"
         target = cycle.target if cycle is not None else b"-"
         format_access(conn.client, method, target, status, size, duration)

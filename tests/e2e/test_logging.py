@@ -5,6 +5,12 @@ from __future__ import annotations
 import json
 import signal
 
+import pytest
+from wsproto import events as ws
+
+from tests.e2e.test_startup import LOOPS
+from tests.e2e.test_websocket import APP as WS_APP
+from tests.e2e.test_websocket import RawClient
 from tests.harness import Server, read_response
 
 
@@ -28,6 +34,61 @@ def test_json_log_format():
     assert access[0]["duration_ms"] >= 0
     # Everything the server printed is JSON (apps print nothing here).
     assert len(records) == len([line for line in srv.lines if line.strip()])
+
+
+def access_records(srv: Server) -> list[dict]:
+    records = [json.loads(line) for line in srv.lines if line.startswith("{")]
+    return [r for r in records if r["logger"] == "corral.access"]
+
+
+@pytest.mark.parametrize("loop", LOOPS[1:])  # the loops whose clock is coarse: uvloop
+def test_durations_are_finer_than_the_loop_clock(loop):
+    """uvloop's clock ticks in whole milliseconds; access-log durations do not.
+
+    What the design guarantees is the clock's resolution, not any one duration: a
+    fast request takes a fraction of a millisecond, and with a microsecond clock a
+    duration lands on a whole millisecond once in a thousand. Of 20, at least one is
+    not a whole millisecond; on the loop's clock every one is (mostly 0.0).
+    """
+    with Server("tests.apps:hello", "--log-format", "json", "--loop", loop) as srv:
+        for i in range(20):
+            assert request(srv, f"/t{i}") == 200
+        srv.wait_for_line(r'"request": "GET /t19"')
+        srv.signal(signal.SIGTERM)
+        assert srv.wait() == 0
+    micros = [round(r["duration_ms"] * 1000) for r in access_records(srv)]
+    assert len(micros) == 20
+    assert all(us >= 0 for us in micros)
+    assert any(us % 1000 for us in micros), micros
+
+
+def test_websocket_session_end_is_logged():
+    """A WebSocket logs its handshake, then its end: close code, messages and frame bytes
+    each way, with the request escaped like an HTTP line's."""
+    with Server(WS_APP, "--log-format", "json") as srv:
+        with RawClient(srv, "/e\\cho") as raw:
+            raw.expect(ws.AcceptConnection)
+            sent = raw.ws.send(ws.TextMessage("héllo")) + raw.ws.send(ws.BytesMessage(b"\x00"))
+            raw.sock.sendall(sent)
+            assert raw.expect(ws.TextMessage).data == "héllo"
+            assert raw.expect(ws.BytesMessage).data == b"\x00"
+            close = raw.ws.send(ws.CloseConnection(code=4001))
+            raw.sock.sendall(close)
+            assert raw.expect(ws.CloseConnection).code == 4001
+            assert raw.wait_eof() == []
+        srv.wait_for_line(r'"close_code": 4001')
+        srv.signal(signal.SIGTERM)
+        assert srv.wait() == 0
+    handshake, end = [r for r in access_records(srv) if "/e" in r["request"]]
+    assert handshake["request"] == end["request"] == "WEBSOCKET /e\\\\cho"
+    assert (handshake["status"], handshake["bytes"]) == (101, 0)
+    assert end["close_code"] == 4001
+    assert (end["messages_in"], end["bytes_in"]) == (2, len(sent) + len(close))
+    # Unmasked frames back: 2-byte headers on "héllo" (6 bytes), b"\x00", the Close (2).
+    assert (end["messages_out"], end["bytes_out"]) == (2, 8 + 3 + 4)
+    assert end["duration_ms"] > 0
+    assert "status" not in end
+    assert '"WEBSOCKET /e\\\\cho" closed 4001 ' in end["message"]
 
 
 def test_access_log_can_be_disabled():
