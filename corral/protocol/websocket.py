@@ -54,14 +54,16 @@ Rules:
   5.5.3 would allow answering only the last of several; Autobahn 2.10 fails that.)
 * Every connection that got past the handshake check ends in exactly one
   :class:`CloseReceived` from the input side (``receive_*``, ``tick``,
-  ``check_outbound_buffer``). Its code is the peer's Close code (1005 if its Close had
+  ``check_outbound_buffer``, ``mark_caught_up``; and ``send_close`` in FAILING, which
+  ends the held failure). Its code is the peer's Close code (1005 if its Close had
   none), else the code this core sent when it failed the connection, else 1006: the
   connection ended with no Close frame (section 7.1.5). ``reject`` emits none: the app
   ended that connection itself.
 
 Timers: ``next_deadline()`` says when ``tick(now)`` has work; ``-inf`` means "call it
 now", which starts a timer whose start the core could not know (after ``accept`` and
-``send_close``, which take no time). Keepalive pings go out after ``ping_interval_s``
+``send_close``, which take no time). FAILING's grace runs from the read that brought
+the bad input (from the first tick if that was inside ``accept``). Keepalive pings go out after ``ping_interval_s``
 without inbound bytes. A ping is answered if any inbound bytes arrive within
 ``ping_timeout_s``: a peer busy uploading one huge frame cannot slip a Pong into it,
 yet is plainly alive.
