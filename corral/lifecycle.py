@@ -10,12 +10,20 @@ master can read whatever is there without framing.
 
 Master -> worker: signals (see ``WorkerSignal``). They are the only channel that still
 works when the worker's event loop is stuck.
+
+Limits (--max-requests, --max-worker-lifetime, --max-worker-memory) are kept by both
+sides with one rule: the successor is started early enough to be READY about when the
+limit is reached, and a worker that gets :data:`LIMIT_SLACK` past its limit takes no new
+work, whether its successor is READY or not. The worker applies it to its request count
+(it knows its own boot time and request rate); the master to lifetime and memory.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import signal
+from typing import final
 
 
 class ExitCode(enum.IntEnum):
@@ -44,6 +52,12 @@ class ExitCode(enum.IntEnum):
 #: master stops the server with the same code instead of respawning in a loop.
 FATAL_WORKER_EXITS = frozenset({ExitCode.APP_IMPORT, ExitCode.LIFESPAN})
 
+#: How far past a limit a worker may go while its successor starts, as a fraction of the
+#: limit: 10 %. The successor is started early, so this is only reached when it boots
+#: slower than expected; it is the bound an operator can rely on ("--max-requests 1000
+#: serves at most 1100", "--max-worker-lifetime 3600 retires by 3960 s").
+LIMIT_SLACK = 0.1
+
 
 class WorkerMessage(bytes, enum.Enum):
     """One-byte messages a worker writes to its pipe."""
@@ -52,7 +66,9 @@ class WorkerMessage(bytes, enum.Enum):
     READY = b"R"
     #: Sent from inside the event loop every heartbeat interval: a blocked loop goes silent.
     HEARTBEAT = b"H"
-    #: The worker reached --max-requests and asks to be replaced (it keeps serving meanwhile).
+    #: The worker asks to be replaced for --max-requests. It asks early, when the requests
+    #: it expects to serve while its successor boots would reach the limit, and keeps
+    #: serving until RETIRE, up to the limit plus LIMIT_SLACK (then it takes no new work).
     RECYCLE = b"M"
 
 
@@ -69,3 +85,76 @@ class WorkerSignal:
     REOPEN_LOGS = signal.SIGUSR1
     #: Dump every thread's stack to stderr (faulthandler), even with the loop blocked.
     DUMP_STACK = signal.SIGUSR2
+
+
+#: The early RECYCLE (``RequestBudget``) predicts the requests served while the successor
+#: starts from the worker's own boot time (creation to READY) times this, plus
+#: RECYCLE_MARGIN_S. The factor covers what that measure misses: the fork, a successor
+#: booting on a busier machine than its predecessor did; the margin the two pipe round
+#: trips and the old worker's settle time after RETIRE (worker.DRAIN_SETTLE_S, 0.1 s).
+RECYCLE_LEAD_FACTOR = 1.5
+RECYCLE_MARGIN_S = 0.05
+
+#: The request rate is measured over the last one to two of these (the window rolls on
+#: every sweep): recent enough to follow a burst, long enough to smooth single requests.
+RATE_WINDOW_S = 1.0
+
+
+@final
+class RequestBudget:
+    """When a worker under --max-requests asks for its successor, and when it stops.
+
+    ``limit`` is --max-requests plus this worker's jitter. RECYCLE goes out once the
+    requests served plus those expected while the successor starts reach ``limit``; the
+    expectation is the recent rate times ``lead_s`` (own boot time times
+    RECYCLE_LEAD_FACTOR, plus RECYCLE_MARGIN_S). The rate is measured over at least
+    ``min(lead_s, RATE_WINDOW_S)``, so the first few requests after READY, however close
+    together, cannot make a worker that serves one request a minute ask at once.
+
+    ``cap`` is ``limit`` plus LIMIT_SLACK of --max-requests, rounded up. When ``cap - 1``
+    requests are served the worker stops accepting and each open connection's next
+    response becomes its last: a lone keep-alive client gets exactly ``cap``, and no
+    worker serves more than ``cap - 1`` plus one request per connection open at that
+    moment (one that may be on the wire already) plus those pipelined behind it.
+
+    Pure: the worker passes in its clock (``now``, monotonic seconds) and its count.
+    """
+
+    def __init__(self, limit: int, max_requests: int) -> None:
+        self.limit = limit
+        self.cap = limit + math.ceil(LIMIT_SLACK * max_requests)
+        self.lead_s = RECYCLE_MARGIN_S
+        self.recycle_sent = False
+        self.capped = False
+        # (time, requests served) at the start of the rate window, and at the next start.
+        self._since = self._next = (0.0, 0)
+
+    def start(self, now: float, boot_s: float) -> None:
+        """The worker is READY at ``now``, ``boot_s`` after it was created. Call once."""
+        self.lead_s = boot_s * RECYCLE_LEAD_FACTOR + RECYCLE_MARGIN_S
+        self._since = self._next = (now, 0)
+
+    def roll(self, now: float, served: int) -> None:
+        """Move the rate window on; call regularly (the worker's sweep)."""
+        if now - self._next[0] >= RATE_WINDOW_S:
+            self._since, self._next = self._next, (now, served)
+
+    def expected(self, now: float, served: int) -> float:
+        """How many requests are expected while a successor starts, at the recent rate."""
+        since, base = self._since
+        window_s = max(now - since, min(self.lead_s, RATE_WINDOW_S))
+        return (served - base) * self.lead_s / window_s
+
+    def should_recycle(self, now: float, served: int) -> bool:
+        """Whether to send RECYCLE now (true once); call after each completed request."""
+        if self.recycle_sent or served + self.expected(now, served) < self.limit:
+            return False
+        self.recycle_sent = True
+        return True
+
+    def should_cap(self, served: int) -> bool:
+        """Whether to stop taking new work now (true once); call after each request."""
+        if self.capped or served < self.cap - 1:
+            return False
+        self.capped = True
+        return True

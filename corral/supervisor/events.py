@@ -49,7 +49,7 @@ class WorkerReady:
 
 @dataclass(frozen=True, slots=True)
 class WorkerHeartbeat:
-    """The worker's event loop is turning (sent from inside the loop, once a second)."""
+    """The worker's event loop is turning (sent from inside the loop, four times a second)."""
 
     pid: int
 
@@ -60,6 +60,8 @@ class WorkerRecycleRequested:
 
     pid: int
     reason: str
+    #: Past its limit plus LIMIT_SLACK: retire it now, without waiting for its successor.
+    retire_now: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,10 +9,20 @@ Timers, each with one deadline function so that acting on a Tick and ``next_dead
 can never disagree:
 
 - ready: a successor must report READY within ``ready_timeout_s`` of its spawn;
-- heartbeat: an active worker silent for ``worker_timeout_s`` is asked for a stack dump,
-  and SIGKILLed ``DUMP_GRACE_S`` later unless it speaks again;
+- heartbeat: an active worker silent for ``worker_timeout_s`` less ``dump_lead_s`` (one
+  second) is asked for a stack dump and its successor is started; unless it speaks again
+  it is SIGKILLed when the silence reaches ``worker_timeout_s`` (the dump's time plus
+  ``dump_lead_s``), as the slot's active worker or, once its successor is READY, as a
+  stopping one whose ``kill_at`` is that same time;
 - kill: a stopping worker is SIGKILLed at its ``kill_at``;
-- lifetime: an active worker READY for ``max_worker_lifetime_s`` is replaced.
+- lifetime: an active worker READY for ``max_worker_lifetime_s`` less the expected boot
+  time of its successor gets one, so that the swap happens when the lifetime ends;
+- lifetime limit: an active worker READY for ``max_worker_lifetime_s`` plus LIMIT_SLACK
+  (10 %) is retired whether its successor is READY or not.
+
+Expected boot time: the slowest of the last ``BOOT_SAMPLES`` spawn-to-READY times the
+master saw (the pool keeps them). The slowest, not the mean: starting a successor a little
+early costs a few seconds of lifetime, starting it late makes the old worker overrun.
 
 Crash accounting answers two questions with two mechanisms:
 
@@ -31,13 +41,22 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, final
 
+from corral.lifecycle import LIMIT_SLACK
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-#: Time between asking a silent worker for a stack dump and SIGKILLing it. faulthandler
-#: writes in milliseconds even with the event loop blocked; one second leaves room for a
-#: slow stderr pipe while keeping a hung worker's outage short.
+#: Time between asking a silent worker for a stack dump and the end of its
+#: --worker-timeout, when it is SIGKILLed. faulthandler writes in milliseconds even with
+#: the event loop blocked; one second leaves room for a slow stderr pipe. The successor
+#: starts at the dump, so a hung worker is replaced within the timeout plus whatever part
+#: of the successor's boot exceeds this second (a timeout under two seconds dumps at half).
 DUMP_GRACE_S = 1.0
+
+#: How many recent spawn-to-READY times the expected boot time is the slowest of. Five
+#: follows a change in boot time (a deploy, a busier machine) within one rolling restart
+#: of a typical pool, and keeps one slow outlier from counting for long.
+BOOT_SAMPLES = 5
 
 #: Time a fast stop (QUIT, or a second TERM/INT) gives workers before SIGKILL: enough to
 #: flush a log line, too short to drain anything (that is what "fast" means).
@@ -87,9 +106,10 @@ class Worker:
     spawned_at: float
     last_beat: float
     ready_at: float | None = None
-    #: Set when the worker should be replaced (recycle request, max lifetime).
+    #: Set when the worker should be replaced (recycle request, max lifetime, silence).
     recycle_reason: str | None = None
-    #: When DUMP_STACK was sent for heartbeat silence; cleared by the next heartbeat.
+    #: When DUMP_STACK was sent for heartbeat silence; cleared by the next heartbeat (the
+    #: successor started at the dump still replaces it, gracefully then).
     dumped_at: float | None = None
     #: We told it to exit: its exit is expected and it belongs to no slot any more.
     stopping: bool = False
@@ -118,21 +138,33 @@ def ready_deadline(worker: Worker, settings: SupervisorSettings) -> float:
     return worker.spawned_at + settings.ready_timeout_s
 
 
+def dump_lead_s(settings: SupervisorSettings) -> float:
+    """How long before the end of ``worker_timeout_s`` a silent worker is dumped (call only
+    when the timeout is enabled)."""
+    assert settings.worker_timeout_s
+    return min(DUMP_GRACE_S, settings.worker_timeout_s / 2)
+
+
 def heartbeat_deadline(worker: Worker, settings: SupervisorSettings) -> float | None:
     """When an active worker is due for a stack dump, or (once dumped) for SIGKILL."""
     if not settings.worker_timeout_s:
         return None
+    lead_s = dump_lead_s(settings)
     if worker.dumped_at is None:
-        return worker.last_beat + settings.worker_timeout_s
-    return worker.dumped_at + DUMP_GRACE_S
+        return worker.last_beat + settings.worker_timeout_s - lead_s
+    # The dump's time, not the last beat: a dump the loop sent late still gets its grace.
+    return worker.dumped_at + lead_s
 
 
-def next_lifetime(slots: Iterable[Slot], settings: SupervisorSettings) -> Worker | None:
+def next_lifetime(
+    slots: Iterable[Slot], settings: SupervisorSettings, expected_boot_s: float
+) -> Worker | None:
     """The worker whose max lifetime ends first, if a lifetime replacement may start now.
 
     Lifetime replacements roll one at a time, oldest first, and only while no other
     replacement is under way: workers started together do not all restart together, and
-    never more than one extra worker runs because of them.
+    never more than one extra worker runs because of them. A worker that waits its turn
+    past its lifetime is bounded by ``lifetime_limit``.
     """
     if not settings.max_worker_lifetime_s:
         return None
@@ -143,15 +175,42 @@ def next_lifetime(slots: Iterable[Slot], settings: SupervisorSettings) -> Worker
             return None
         if slot.active is not None:
             actives.append(slot.active)
-    return min(actives, key=lambda worker: lifetime_deadline(worker, settings), default=None)
+    return min(
+        actives,
+        key=lambda worker: lifetime_deadline(worker, settings, expected_boot_s),
+        default=None,
+    )
 
 
-def lifetime_deadline(worker: Worker, settings: SupervisorSettings) -> float:
-    """When an active worker has been READY for its max lifetime (call only when enabled)."""
+def lifetime_lead_s(settings: SupervisorSettings, expected_boot_s: float) -> float:
+    """How long before its lifetime ends a worker's successor is started.
+
+    The expected boot time, but at most half the lifetime: one pathological boot must not
+    make every worker serve only a sliver of its lifetime.
+    """
+    assert settings.max_worker_lifetime_s is not None
+    return min(expected_boot_s, settings.max_worker_lifetime_s / 2)
+
+
+def lifetime_deadline(
+    worker: Worker, settings: SupervisorSettings, expected_boot_s: float
+) -> float:
+    """When an active worker's successor should start, to be READY as its lifetime ends
+    (call only when max lifetime is enabled)."""
     # Active workers are READY by definition; ready_at is None only for successors.
     assert worker.ready_at is not None
     assert settings.max_worker_lifetime_s is not None
-    return worker.ready_at + settings.max_worker_lifetime_s
+    lead_s = lifetime_lead_s(settings, expected_boot_s)
+    return worker.ready_at + settings.max_worker_lifetime_s - lead_s
+
+
+def lifetime_limit(worker: Worker, settings: SupervisorSettings) -> float:
+    """When an active worker is retired even without a READY successor (max lifetime plus
+    LIMIT_SLACK; call only when max lifetime is enabled)."""
+    assert worker.ready_at is not None
+    assert settings.max_worker_lifetime_s is not None
+    lifetime_s = settings.max_worker_lifetime_s
+    return worker.ready_at + lifetime_s + lifetime_s * LIMIT_SLACK
 
 
 @final

@@ -15,6 +15,7 @@ until it has been sent SIGKILL.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterable
 from typing import final
 
@@ -29,11 +30,13 @@ from corral.supervisor.events import (
     WorkerInfo,
 )
 from corral.supervisor.policy import (
+    BOOT_SAMPLES,
     FAST_KILL_S,
     Slot,
     SupervisorSettings,
     Worker,
     heartbeat_deadline,
+    lifetime_limit,
     next_lifetime,
     ready_deadline,
 )
@@ -54,6 +57,16 @@ class Pool:
         self.procs: dict[int, Worker] = {}
         #: Spawn actions returned and not yet answered by Spawned/SpawnFailed.
         self.spawns_in_flight = 0
+        #: Spawn-to-READY times of the latest successors, oldest first.
+        self._boot_times: deque[float] = deque(maxlen=BOOT_SAMPLES)
+
+    def note_boot(self, seconds: float) -> None:
+        """Record how long a successor took from its spawn to READY."""
+        self._boot_times.append(seconds)
+
+    def expected_boot_s(self) -> float:
+        """The slowest recent boot (policy.py, "Expected boot time"); 0 before any READY."""
+        return max(self._boot_times, default=0.0)
 
     def info(self) -> dict[int, WorkerInfo]:
         """Every worker process not yet reaped, by pid."""
@@ -87,6 +100,16 @@ class Pool:
         self.procs[pid] = worker
         return worker
 
+    def retire_active(self, slot: Slot, why: str, now: float) -> list[Action]:
+        """Detach the slot's active worker and RETIRE it; the slot then wants a successor."""
+        old = slot.active
+        assert old is not None
+        slot.active = None
+        return [
+            Log(logging.INFO, f"retiring {describe(old)}: {why}"),
+            self.tell_stop(old, WorkerSignal.RETIRE, now),
+        ]
+
     def tell_stop(self, worker: Worker, signum: int, now: float) -> SendSignal:
         """Detached ``worker`` must exit: signal it and arm its SIGKILL deadline."""
         fast = signum == WorkerSignal.QUIT
@@ -108,13 +131,21 @@ class Pool:
         return actions
 
     def kill_overdue(self, now: float) -> list[Action]:
-        """SIGKILL, once, every stopping worker whose deadline has passed."""
+        """SIGKILL, once, every stopping worker whose deadline has passed (a worker written
+        off as hung: at the end of its --worker-timeout)."""
         actions: list[Action] = []
         for worker in self.procs.values():
             if worker.kill_at is not None and now >= worker.kill_at:
                 worker.kill_at = None
-                message = f"{describe(worker)} did not exit in time: SIGKILL"
-                actions += [Log(logging.WARNING, message), Kill(worker.pid)]
+                if worker.dumped_at is not None:
+                    # Written off as hung when its successor became READY (state.py). The
+                    # line says it is done, so it follows the Kill, as in state.py.
+                    silent = now - worker.last_beat
+                    message = f"{describe(worker)} hung (no heartbeat for {silent:.1f}s): SIGKILLed"
+                    actions += [Kill(worker.pid), Log(logging.WARNING, message)]
+                else:
+                    message = f"{describe(worker)} did not exit in time: SIGKILL"
+                    actions += [Log(logging.WARNING, message), Kill(worker.pid)]
         return actions
 
     def wants_spawn(self, slot_id: int, slot: Slot, target: int, generation: int) -> bool:
@@ -201,4 +232,30 @@ class Pool:
 
     def next_lifetime(self) -> Worker | None:
         """The worker whose max lifetime replacement comes next, if one may start now."""
-        return next_lifetime(self.slots.values(), self.settings)
+        return next_lifetime(self.slots.values(), self.settings, self.expected_boot_s())
+
+    def past_lifetime_limit(self, now: float) -> list[Slot]:
+        """Slots whose active worker has outlived ``lifetime_limit`` (when it is enabled).
+
+        A worker dumped for heartbeat silence is left to the heartbeat timer: it is
+        killed as hung, not retired.
+        """
+        if not self.settings.max_worker_lifetime_s:
+            return []
+        return [
+            slot
+            for slot in self.slots.values()
+            if slot.active is not None
+            and slot.active.dumped_at is None
+            and now >= lifetime_limit(slot.active, self.settings)
+        ]
+
+    def lifetime_limits(self) -> list[float]:
+        """``lifetime_limit`` of every active worker the check above would look at."""
+        if not self.settings.max_worker_lifetime_s:
+            return []
+        return [
+            lifetime_limit(slot.active, self.settings)
+            for slot in self.slots.values()
+            if slot.active is not None and slot.active.dumped_at is None
+        ]

@@ -38,6 +38,30 @@ slots live in ``pool.py``, and the timers and crash accounting in ``policy.py``.
 # worker at a time, oldest first. A crashed slot respawns on a later Tick, after backoff.
 # The timers and the crash accounting live in policy.py; this file only acts on them.
 #
+# Limits keep their numbers (lifecycle.py, "Limits"): a replacement for a limit starts
+# early, so that the successor is READY about when the limit is reached, and a worker
+# LIMIT_SLACK (10 %) past its limit takes no new work even if its successor is not READY
+# (then the slot serves nothing until it is: siblings and the kernel's accept queue, which
+# the successor inherits, carry the load; a short dip beats an unbounded overrun).
+# - Max requests: the worker sends RECYCLE early (its own boot time times its request
+#   rate) and stops accepting at the limit + 10 % by itself; here it is a plain request.
+# - Max lifetime: the successor starts at READY + lifetime - expected boot time (the
+#   slowest of the last few spawn-to-READY times; policy.py). A worker still active at
+#   READY + lifetime + 10 % (one waiting its turn, or whose successor boots slowly) is
+#   retired then: it is retired by lifetime + 10 % (while RUNNING; a reload replaces it).
+# - Max memory: the loop samples every second. The first sample over the limit starts
+#   the replacement (the worker stays over it for about one boot time); a sample over
+#   the limit + 10 % comes with retire_now and the worker is retired at once.
+# - Heartbeat: a worker silent for worker_timeout_s - dump_lead_s gets DUMP_STACK (its
+#   stack is logged first) and its successor is spawned at once. The successor takes its
+#   place as soon as it is READY; the silent worker is SIGKILLed (not retired: its loop
+#   cannot drain) when its silence reaches worker_timeout_s, and charged to the crash
+#   budget as hung. So a new worker serves within the timeout, plus whatever part of its
+#   boot exceeds dump_lead_s, and the SIGKILL never cuts the stack dump short: it comes
+#   dump_lead_s after DUMP_STACK even when the successor is READY in milliseconds. A
+#   worker that speaks again before its successor is READY is still replaced, gracefully
+#   (the successor is starting already); once the successor is READY it is written off.
+#
 # Failures of a successor are judged by state:
 # - STARTING, exit code in FATAL_WORKER_EXITS: it would fail forever; fast stop and exit
 #   with that code.
@@ -46,8 +70,8 @@ slots live in ``pool.py``, and the timers and crash accounting in ``policy.py``.
 #   (the old workers serve, a bad deploy must not stop the server).
 # - otherwise: a crash of the slot (backoff). It is charged to the crash budget only if the
 #   slot has no active worker; a failed recycle with the old worker serving just backs off.
-# An active worker that exits unexpectedly, or is SIGKILLed for heartbeat silence, is a
-# crash charged to the budget. Spending the budget is a graceful stop with exit code 6.
+# An active worker that exits unexpectedly, or is SIGKILLed as hung, is a crash charged
+# to the budget. Spending the budget is a graceful stop with exit code 6.
 # The exception is an active worker killed by a SIGKILL we did not send (the kernel's
 # OOM killer, an operator, a chaos test): that is no bug that would recur at once, so
 # it is replaced at once, with no backoff and no charge to the budget.
@@ -120,13 +144,14 @@ from corral.supervisor.events import (
     WorkerRecycleRequested,
 )
 from corral.supervisor.policy import (
-    DUMP_GRACE_S,
     CrashPolicy,
     Slot,
     SupervisorSettings,
     Worker,
+    dump_lead_s,
     heartbeat_deadline,
     lifetime_deadline,
+    lifetime_lead_s,
     ready_deadline,
 )
 from corral.supervisor.pool import Pool, describe
@@ -229,7 +254,7 @@ class Supervisor:
         elif isinstance(event, (WorkerReady, WorkerHeartbeat)):
             actions = self._on_ready(event.pid, isinstance(event, WorkerReady))
         elif isinstance(event, WorkerRecycleRequested):
-            actions = self._on_recycle(event.pid, event.reason)
+            actions = self._on_recycle(event.pid, event.reason, retire_now=event.retire_now)
         elif isinstance(event, ChildExited):
             actions = self._on_exit(event)
         elif isinstance(event, Spawned):
@@ -248,7 +273,10 @@ class Supervisor:
         times = self._pool.deadlines(self._target, self._generation, live=live)
         oldest = self._next_lifetime()
         if oldest is not None:
-            times.append(lifetime_deadline(oldest, self.settings))
+            boot_s = self._pool.expected_boot_s()
+            times.append(lifetime_deadline(oldest, self.settings, boot_s))
+        if self._state is State.RUNNING:
+            times += self._pool.lifetime_limits()
         return min(times, default=None)
 
     # -- event handlers -------------------------------------------------------------------
@@ -317,30 +345,52 @@ class Supervisor:
         if worker is None or worker.stopping:
             return []
         worker.last_beat = self._now
-        worker.dumped_at = None
+        actions: list[Action] = []
+        if worker.dumped_at is not None:
+            worker.dumped_at = None
+            message = f"{describe(worker)} speaks again; its successor replaces it gracefully"
+            actions.append(Log(logging.INFO, message))
         if not ready or worker.ready_at is not None:
-            return []
+            return actions
         # Not stopping and not READY yet: by the slot invariant it is its slot's successor.
         worker.ready_at = self._now
-        self._policy.note_ready(worker.slot, self._now)
-        slot = self._pool.slots[worker.slot]
-        old, slot.active, slot.successor = slot.active, worker, None
         took = self._now - worker.spawned_at
-        actions: list[Action] = [Log(logging.INFO, f"{describe(worker)} READY after {took:.2f}s")]
+        self._pool.note_boot(took)
+        slot = self._pool.slots[worker.slot]
+        old = slot.active
+        if old is not None and old.dumped_at is not None:
+            # Still silent since its stack dump: written off as hung (no RETIRE, its loop
+            # cannot drain). SIGKILLed at its timeout, not now: the successor serves
+            # already, and faulthandler gets its whole grace even on a loaded machine.
+            actions += self._write_off_hung(worker.slot, slot, old)
+            if self._state is State.STOPPING:
+                return actions  # the crash budget ran out: the stop told the successor too
+            old = None
+        # After the crash above: that record consumes the old worker's READY time.
+        self._policy.note_ready(worker.slot, self._now)
+        slot.active, slot.successor = worker, None
+        actions.append(Log(logging.INFO, f"{describe(worker)} READY after {took:.2f}s"))
         if old is not None:
             why = old.recycle_reason or f"replaced by generation {worker.generation}"
             actions.append(Log(logging.INFO, f"retiring {describe(old)}: {why}"))
             actions.append(self._pool.tell_stop(old, WorkerSignal.RETIRE, self._now))
         return actions
 
-    def _on_recycle(self, pid: int, reason: str) -> list[Action]:
+    def _on_recycle(self, pid: int, reason: str, *, retire_now: bool) -> list[Action]:
         worker = self._pool.procs.get(pid)
         if worker is None or worker.stopping or worker.ready_at is None:
             return []
-        if worker.recycle_reason is not None:
-            return []  # asked already (memory is sampled every second)
-        worker.recycle_reason = reason
-        return [Log(logging.INFO, f"{describe(worker)} will be replaced: {reason}")]
+        actions: list[Action] = []
+        if worker.recycle_reason is None:  # else asked already (memory is sampled every second)
+            worker.recycle_reason = reason
+            actions.append(Log(logging.INFO, f"{describe(worker)} will be replaced: {reason}"))
+        # READY and not stopping: the active worker of its slot. One dumped for silence is
+        # left to the heartbeat timer, which kills it as hung.
+        if retire_now and worker.dumped_at is None:
+            slot = self._pool.slots[worker.slot]
+            why = f"{reason}, more than 10% over the limit: not waiting for its successor"
+            actions += self._pool.retire_active(slot, why, self._now)
+        return actions
 
     def _on_exit(self, event: ChildExited) -> list[Action]:
         worker = self._pool.procs.pop(event.pid, None)
@@ -396,10 +446,21 @@ class Supervisor:
                 # The crash budget ran out in an earlier slot: the stop owns everything now.
                 break
             actions += self._check_slot(slot_id, slot)
+        if self._state is not State.RUNNING:
+            return actions
+        boot_s = self._pool.expected_boot_s()
         oldest = self._next_lifetime()
-        if oldest is not None and self._now >= lifetime_deadline(oldest, self.settings):
+        if oldest is not None and self._now >= lifetime_deadline(oldest, self.settings, boot_s):
             oldest.recycle_reason = "max lifetime reached"
-            actions.append(Log(logging.INFO, f"{describe(oldest)} reached its max lifetime"))
+            lead_s = lifetime_lead_s(self.settings, boot_s)
+            message = (
+                f"{describe(oldest)} reached its max lifetime less {lead_s:.2f}s"
+                " (its successor's expected boot time): starting the successor"
+            )
+            actions.append(Log(logging.INFO, message))
+        for slot in self._pool.past_lifetime_limit(self._now):
+            why = "max lifetime + 10% passed before its successor was READY"
+            actions += self._pool.retire_active(slot, why, self._now)
         return actions
 
     # -- helpers ----------------------------------------------------------------------------
@@ -425,19 +486,36 @@ class Supervisor:
             return actions
         if old.dumped_at is None:
             old.dumped_at = self._now
+            silent = self._now - old.last_beat
+            # The slot now wants a successor: _reconcile spawns it in this same event.
+            old.recycle_reason = old.recycle_reason or f"no heartbeat for {silent:.1f}s"
             message = (
-                f"{describe(old)} sent no heartbeat for {self._now - old.last_beat:.1f}s:"
-                f" dumping its stack, SIGKILL in {DUMP_GRACE_S}s"
+                f"{describe(old)} sent no heartbeat for {silent:.1f}s: dumping its stack and"
+                f" starting its successor; SIGKILL once that is READY, or in"
+                f" {dump_lead_s(self.settings):.1f}s"
             )
             actions += [Log(logging.WARNING, message), SendSignal(old.pid, WorkerSignal.DUMP_STACK)]
         else:
             slot.active = None
             old.stopping = True  # SIGKILLed right away: no kill deadline
             silent = self._now - old.last_beat
-            actions.append(Kill(old.pid))
             what = f"{describe(old)} hung (no heartbeat for {silent:.1f}s): SIGKILLed"
-            actions += self._crash(slot_id, what)
+            actions += [Kill(old.pid), *self._crash(slot_id, what)]
         return actions
+
+    def _write_off_hung(self, slot_id: int, slot: Slot, old: Worker) -> list[Action]:
+        """Detach the slot's silent active worker, whose successor is READY: a crash,
+        SIGKILL at the end of its worker timeout (``kill_at``, see Pool.kill_overdue)."""
+        slot.active = None
+        old.stopping = True
+        due = heartbeat_deadline(old, self.settings)
+        silent = self._now - old.last_beat
+        what = f"{describe(old)} hung (no heartbeat for {silent:.1f}s); its successor is READY"
+        if due is None or due <= self._now:  # a reload disabled the timeout, or it is over
+            return [Kill(old.pid), *self._crash(slot_id, f"{what}; SIGKILL", replaced=True)]
+        old.kill_at = due
+        message = f"{what}; SIGKILL at its worker timeout, in {due - self._now:.1f}s"
+        return self._crash(slot_id, message, replaced=True)
 
     def _successor_failed(
         self, slot_id: int, generation: int, why: str, exit_code: int | None
@@ -453,14 +531,22 @@ class Supervisor:
             return [Log(logging.ERROR, message), Notify("READY=1")]
         return self._crash(slot_id, what, counts=self._pool.slots[slot_id].active is None)
 
-    def _crash(self, slot_id: int, what: str, *, counts: bool = True) -> list[Action]:
+    def _crash(
+        self, slot_id: int, what: str, *, counts: bool = True, replaced: bool = False
+    ) -> list[Action]:
         delay_s = self._policy.record(slot_id, self._now, counts=counts)
         if self._policy.exhausted(self._now):
             budget = f"{self.settings.crash_budget} in {self.settings.crash_window_s}s"
             return self._stop(
                 f"{what}; crash budget ({budget}) spent", fast=False, code=ExitCode.CRASH_BUDGET
             )
-        self._pool.slots[slot_id].not_before = self._now + delay_s
+        slot = self._pool.slots[slot_id]
+        slot.not_before = self._now + delay_s
+        if replaced:
+            return [Log(logging.WARNING, what)]
+        if slot.successor is not None:
+            # Its replacement is starting already (a hung worker's starts at the dump).
+            return [Log(logging.WARNING, f"{what}; its successor is starting")]
         return [Log(logging.WARNING, f"{what}; next worker for slot {slot_id} in {delay_s:.1f}s")]
 
     def _stop(self, why: str, *, fast: bool, code: ExitCode = ExitCode.OK) -> list[Action]:

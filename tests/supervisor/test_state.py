@@ -195,9 +195,9 @@ def test_workers_query_reports_each_process() -> None:
 def test_duplicate_ready_is_a_heartbeat() -> None:
     """A second READY changes nothing but the heartbeat clock."""
     loop = booted()
-    loop.tick(9.0)
+    loop.tick(8.0)
     assert loop.ready(100) == []
-    assert sent(loop.tick(10.0)) == [(101, WorkerSignal.DUMP_STACK)]
+    assert sent(loop.tick(9.0)) == [(101, WorkerSignal.DUMP_STACK)]
 
 
 def test_messages_from_unknown_pids_are_ignored() -> None:
@@ -216,8 +216,8 @@ def test_time_never_goes_backwards() -> None:
     loop = booted()
     loop.tick(5.0)
     loop.tick(1.0)
-    assert loop.sup.next_deadline() == 10.0
-    assert sent(loop.tick(10.0)) == [(100, WorkerSignal.DUMP_STACK), (101, WorkerSignal.DUMP_STACK)]
+    assert loop.sup.next_deadline() == 9.0  # the stack dumps, a second before the timeout
+    assert sent(loop.tick(9.0)) == [(100, WorkerSignal.DUMP_STACK), (101, WorkerSignal.DUMP_STACK)]
 
 
 # -- rule 3 and 4: the replacement primitive and reloads ----------------------------------
@@ -375,7 +375,7 @@ def test_abandoned_reload_with_spawns_in_flight() -> None:
     assert notes(actions) == ["RELOADING=1", "READY=1"]
     assert sorted(sent(actions)) == [(102, RETIRE), (103, RETIRE)]
     assert loop.serving() == [100, 101]
-    assert loop.sup.next_deadline() == 10.0
+    assert loop.sup.next_deadline() == 9.0  # their stack dumps (heartbeat)
 
 
 def test_reload_while_starting_restarts_the_first_start() -> None:
@@ -498,7 +498,7 @@ def test_backoff_doubles_per_consecutive_crash_and_is_capped() -> None:
 
 def test_backoff_resets_after_a_stable_run() -> None:
     """A crash after the slot's worker stayed READY for a while starts a new streak."""
-    loop = booted(crash_budget=100)
+    loop = booted(crash_budget=100, worker_timeout_s=None)
     loop.exit(101, code=1)
     loop.tick(1.0)
     loop.exit(102, code=1)  # never READY: second crash in a row
@@ -628,28 +628,42 @@ def test_fatal_code_from_a_respawn_is_a_crash() -> None:
 
 
 def test_silent_worker_gets_a_stack_dump_then_sigkill() -> None:
-    """No heartbeat for worker_timeout_s: DUMP_STACK and a log, SIGKILL 1 s later, respawn."""
+    """Silent for worker_timeout_s - 1: DUMP_STACK, then its successor's Spawn; SIGKILL
+    at worker_timeout_s if that successor is not READY by then."""
     loop = booted()
     loop.tick(5.0)
     loop.feed(WorkerHeartbeat(101))
-    dumped = loop.tick(10.0)
+    dumped = loop.tick(9.0)
     assert sent(dumped) == [(100, WorkerSignal.DUMP_STACK)]
-    assert any("no heartbeat for 10.0s" in m for m in logs(dumped, logging.WARNING))
-    assert loop.sup.next_deadline() == 11.0
-    killed = loop.tick(11.0)
+    assert spawns(dumped) == [(0, 1)]  # pid 102
+    order = [type(a) for a in dumped if isinstance(a, (SendSignal, Spawn))]
+    assert order == [SendSignal, Spawn]  # the stack is asked for first
+    assert any("no heartbeat for 9.0s" in m for m in logs(dumped, logging.WARNING))
+    assert loop.sup.next_deadline() == 10.0
+    killed = loop.tick(10.0)
     assert kills(killed) == [100]
-    assert any("hung" in m for m in logs(killed, logging.WARNING))
+    assert logs(killed, logging.WARNING) == [
+        "worker 100 (slot 0, generation 1) hung (no heartbeat for 10.0s): SIGKILLed;"
+        " its successor is starting"
+    ]
     assert spawns(loop.exit(100, sig=signal.SIGKILL)) == []
-    assert spawns(loop.tick(12.0)) == [(0, 1)]
+    assert sent(loop.ready(102)) == []  # nothing left to retire
+    assert loop.serving() == [101, 102]
 
 
 def test_heartbeat_after_the_dump_cancels_the_kill() -> None:
-    """A worker that beats again after the stack dump is left alone."""
+    """A worker that beats again after the stack dump is not killed; the successor
+    started at the dump replaces it gracefully."""
     loop = booted()
+    loop.tick(5.0)
     loop.feed(WorkerHeartbeat(101))
-    loop.tick(10.0)
-    loop.feed(WorkerHeartbeat(100), WorkerHeartbeat(101))
-    assert kills(loop.tick(11.0)) == []
+    loop.tick(9.0)
+    again = loop.feed(WorkerHeartbeat(100), WorkerHeartbeat(101))
+    assert logs(again, logging.INFO) == [
+        "worker 100 (slot 0, generation 1) speaks again; its successor replaces it gracefully"
+    ]
+    assert kills(loop.tick(10.0)) == []
+    assert sent(loop.ready(102)) == [(100, RETIRE)]
 
 
 def test_heartbeat_check_can_be_disabled() -> None:
@@ -679,14 +693,14 @@ def test_max_lifetime_rolls_one_worker_at_a_time() -> None:
     loop = Loop(max_worker_lifetime_s=100.0, worker_timeout_s=None)
     loop.ready(100)
     loop.tick(1.0)
-    loop.ready(101)
-    assert loop.sup.next_deadline() == 100.0
-    first = loop.tick(100.0)
+    loop.ready(101)  # READY 1 s after its spawn: the expected boot time is 1 s
+    assert loop.sup.next_deadline() == 99.0
+    first = loop.tick(99.0)
     assert spawns(first) == [(0, 1)]  # pid 102
-    assert loop.sup.next_deadline() == 120.0  # its ready timeout; 101 waits its turn
-    assert spawns(loop.tick(101.0)) == []
+    assert loop.sup.next_deadline() == 110.0  # 100's lifetime limit; 101 waits its turn
+    assert spawns(loop.tick(100.0)) == []
     loop.ready(102)
-    assert spawns(loop.tick(101.0)) == [(1, 1)]
+    assert spawns(loop.tick(100.0)) == [(1, 1)]
 
 
 def test_max_lifetime_waits_while_reloading() -> None:
