@@ -18,8 +18,12 @@ carries on; anything unexpected propagates to :func:`corral.main.serve`, which l
 and exits with ``ExitCode.INTERNAL``.
 
 Resource handling: every worker pipe is registered with the selector and closed when
-its worker is reaped; listening sockets are closed (unix socket files removed) by the
-caller after :meth:`Master.run` returns.
+its worker is reaped. The listening sockets are closed (unix socket files removed) the
+moment a stop begins: the master never accepts, and once the workers have taken what is
+queued and closed their copies too, the kernel refuses new connections instead of
+queueing them for nobody (under socket activation systemd keeps its own copy and goes on
+queueing for the next start). The caller closes them again after :meth:`Master.run`
+returns, which does nothing if they are closed already.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ from corral.supervisor.policy import SupervisorSettings
 from corral.supervisor.sockets import Listener
 from corral.supervisor.state import State, Supervisor
 from corral.supervisor.systemd import Notifier
+from corral.workers.accept import LoadTable
 from corral.workers.types import ASGIApp
 from corral.workers.worker import WorkerContext, run_worker, set_process_title
 
@@ -148,6 +153,10 @@ class Master:
         self._signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._selector = selectors.DefaultSelector()
         self._pipes: dict[int, int] = {}  # pid -> read end of its pipe
+        # Shared with every worker forked from here: their loads, for a fair accept.
+        self._loads = LoadTable()
+        self._load_index: dict[int, int] = {}  # pid -> its entry in _loads
+        self._listening = True
         self._wake_r, self._wake_w = os.pipe()
         self._notifier = Notifier()
         self._next_sample = 0.0
@@ -307,6 +316,9 @@ class Master:
             if pid in self._pipes:
                 events.extend(self._read_pipe(pid, self._pipes[pid]))
                 self._close_pipe(pid)
+            index = self._load_index.pop(pid, None)
+            if index is not None:
+                self._loads.clear(index)
             if os.WIFSIGNALED(status):
                 events.append(ChildExited(pid, None, os.WTERMSIG(status)))
             else:
@@ -370,7 +382,15 @@ class Master:
                 self._reexec()
             elif isinstance(action, Exit):
                 return action.code
+        self._close_listeners_if_stopping()
         return None
+
+    def _close_listeners_if_stopping(self) -> None:
+        """Close the master's copies of the listening sockets once a stop has begun."""
+        if self._listening and self.supervisor.state is State.STOPPING:
+            self._listening = False
+            for listener in self.listeners:
+                listener.close()
 
     def _reexec(self) -> None:
         """Replace this program by a fresh copy of itself (same pid); return only on failure."""
@@ -405,6 +425,10 @@ class Master:
 
     def _spawn(self, action: Spawn) -> Event:
         read_fd, write_fd = os.pipe()
+        taken = set(self._load_index.values())
+        index = next(i for i in range(len(taken) + 1) if i not in taken)
+        if index < self._loads.entries:
+            self._loads.claim(index)
         sys.stdout.flush()
         sys.stderr.flush()
         try:
@@ -425,8 +449,11 @@ class Master:
                     pipe_fd=write_fd,
                     master_pid=os.getppid(),
                     app=self._app,
+                    load_table=self._loads,
+                    table_index=index,
                 )
-                code = run_worker(self.config, [li.sock for li in self.listeners], ctx)
+                listening = [li.sock for li in self.listeners if li.sock.fileno() >= 0]
+                code = run_worker(self.config, listening, ctx)
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -436,6 +463,7 @@ class Master:
         os.close(write_fd)
         os.set_blocking(read_fd, False)
         self._add_pipe(pid, read_fd)
+        self._load_index[pid] = index
         return Spawned(action.slot, pid, action.generation)
 
 

@@ -10,12 +10,18 @@ WebSocket close 1001; HUP drains with 1012 (the master is replacing this worker)
 second INT, or QUIT, stops at once; USR1 reopens log files; USR2 dumps every thread's
 stack (faulthandler, so it works while the loop is blocked).
 
-The drain: stop accepting (the listening sockets stay open in the master and the other
-workers, so nothing queued is lost), close idle keep-alive connections, answer in-flight
-requests with ``Connection: close``, close WebSockets with the drain's code, and wait
-until the last connection is gone or ``--graceful-timeout`` has passed. Whatever is left
-then is aborted and its tasks cancelled; lifespan shutdown runs last and the worker
-exits 0.
+Accepting is ``accept.py``'s: the same path on asyncio and uvloop, balanced between the
+workers by their open connections.
+
+The drain: stop accepting and close this process's copies of the listening sockets. On a
+stop (TERM, INT) the worker first takes the connections already waiting in the queue,
+so none made before the stop began is reset when the last copy closes (the master has
+closed its own by then, so new ones are refused once every worker has closed); on a
+retirement (HUP) it leaves them to the next generation. Then it closes idle keep-alive
+connections, answers in-flight requests with ``Connection: close``, closes WebSockets
+with the drain's code, and waits until the last connection is gone or
+``--graceful-timeout`` has passed. Whatever is left then is aborted and its tasks
+cancelled; lifespan shutdown runs last and the worker exits 0.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from typing import final
 from corral.config import Config, ConfigError
 from corral.lifecycle import ExitCode, WorkerMessage, WorkerSignal
 from corral.logs import reopen_log_files
+from corral.workers.accept import Acceptor, LoadTable
 from corral.workers.app import AppLoadError, load_app
 from corral.workers.connection import HTTPConnection
 from corral.workers.devserver import ErrorPage, lifespan_error_page, load_or_error_page
@@ -70,25 +77,6 @@ DRAIN_SETTLE_S = 0.1
 #: shutdown runs anyway. A task that ignores cancellation must not hold the exit.
 CANCEL_WAIT_S = 1.0
 
-#: Connections an asyncio worker accepts each time a listening socket wakes it. asyncio
-#: takes its create_server backlog for this, and with the listen backlog (2048) the
-#: worker that wakes first takes a whole burst of new connections, leaving the others
-#: idle. One at a time, the workers woken together share the burst (uvloop's accept
-#: loop shares it already).
-ACCEPT_BATCH = 1
-
-
-class _Listening(socket.socket):
-    """An asyncio worker's handle on a socket the master listens on (a duplicate).
-
-    asyncio's create_server calls ``listen()`` again with its backlog argument, which
-    it also uses as the accept batch; here that call does nothing, so the kernel keeps
-    the master's ``--backlog`` while the batch is :data:`ACCEPT_BATCH`.
-    """
-
-    def listen(self, backlog: int = 0, /) -> None:
-        pass
-
 
 @final
 @dataclass(frozen=True, slots=True)
@@ -102,6 +90,9 @@ class WorkerContext:
     master_pid: int = 0
     #: The application when the master imported it (--preload).
     app: ASGIApp | None = None
+    #: The master's table of worker loads (accept.py), and this worker's entry in it.
+    load_table: LoadTable | None = None
+    table_index: int = -1
 
 
 def _set_pdeathsig() -> None:
@@ -239,8 +230,7 @@ class Worker:
         self.loop = loop
         self.tls = tls
         self.server: WorkerServer | None = None
-        #: The sockets given to create_server (on asyncio, duplicates of ``listeners``).
-        self._accepting: list[socket.socket] = []
+        self.acceptor: Acceptor | None = None
         self._stop = asyncio.Event()
         #: Set whenever the last connection closes; the drain waits on it.
         self._idle = asyncio.Event()
@@ -301,31 +291,26 @@ class Worker:
             start_websocket=make_websocket_starter(config),
             tls=self.tls,
         )
-        server.connections = _ConnectionSet(self._idle.set)
-        # A TLS handshake gets the header deadline: a silent or slow client cannot hold
-        # a connection before its first request any longer than after it.
         tls = self.tls
-        if isinstance(self.loop, asyncio.selector_events.BaseSelectorEventLoop):
-            self._accepting = [_Listening(fileno=os.dup(s.fileno())) for s in self.listeners]
-            backlog = ACCEPT_BATCH
-        else:
-            self._accepting = list(self.listeners)
-            backlog = config.backlog
-        servers = [
-            await self.loop.create_server(
-                lambda: HTTPConnection(server),
-                sock=sock,
-                backlog=backlog,
-                ssl=None if tls is None else tls.context,
-                ssl_handshake_timeout=None if tls is None else config.timeout_header,
-            )
-            for sock in self._accepting
-        ]
+        acceptor = self.acceptor = Acceptor(
+            self.loop,
+            self.listeners,
+            lambda: HTTPConnection(server),
+            lambda: len(server.connections),
+            table=self.ctx.load_table,
+            index=self.ctx.table_index,
+            tls=None if tls is None else tls.context,
+            # A TLS handshake gets the header deadline: a silent or slow client cannot
+            # hold a connection before its first request any longer than after it.
+            handshake_timeout=None if tls is None else config.timeout_header,
+        )
+        server.connections = _ConnectionSet(self._connection_closed)
+        acceptor.start()
         self.tell_master(WorkerMessage.READY)
         self._last_heartbeat = self.loop.time()
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL_S, self._sweep)
         await self._stop.wait()
-        await self._stop_accepting(servers)
+        await self._stop_accepting(acceptor)
         await self._drain(server, keep=lifespan.task)
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -379,6 +364,8 @@ class Worker:
         server = self.server
         assert server is not None
         server.sweep()
+        if self.acceptor is not None:
+            self.acceptor.refresh()  # the siblings' proof that this loop turns
         now = self.loop.time()
         if now - self._last_heartbeat >= HEARTBEAT_INTERVAL_S:
             self._last_heartbeat = now
@@ -388,24 +375,33 @@ class Worker:
                 self._handle_stop(CLOSE_GOING_AWAY)
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL_S, self._sweep)
 
-    async def _stop_accepting(self, servers: list[asyncio.Server]) -> None:
-        """Stop accepting without dropping connections accepted a moment ago.
+    async def _stop_accepting(self, acceptor: Acceptor) -> None:
+        """Stop accepting and close this process's copies of the listening sockets.
 
-        ``asyncio.Server.close()`` drops a connection accepted in the loop iteration before
-        it: the transport, created one iteration later, cannot attach to a closed server
-        (an assertion, swallowed) and the socket is closed unread, so the client sees a
-        reset (python/cpython#109564). So first stop watching the listening sockets, give
-        the connections already accepted DRAIN_SETTLE_S to become protocols and deliver
-        their first request (begin_drain would close them as idle otherwise), then close.
-        Nothing queued is lost: the sockets stay open in the master and the other workers.
+        On a stop, the connections already queued are taken first (up to ``--backlog``,
+        what one queue holds): made before the stop began, they are served, not reset
+        when the last copy of the socket closes. On a retirement the next generation
+        takes them. Then the connections just accepted get DRAIN_SETTLE_S to become
+        protocols and deliver their first request (begin_drain would close them as
+        idle otherwise).
         """
-        for sock in self._accepting:
-            # False (not an error) where the loop does not accept through a reader (uvloop).
-            self.loop.remove_reader(sock.fileno())
+        stopping = self._stopping_code == CLOSE_GOING_AWAY and not self._force
+        taken = acceptor.stop(take_queued=self.config.backlog if stopping else 0)
+        if taken:
+            logger.info("worker %d: took %d queued connection(s) to serve", self.ctx.slot, taken)
         if not self._force:
             await asyncio.sleep(DRAIN_SETTLE_S)
-        for srv in servers:
-            srv.close()
+
+    def pause_accepting(self) -> None:
+        """Take no new connections; the siblings and the successor take them (idempotent)."""
+        if self.acceptor is not None:
+            self.acceptor.pause()
+
+    def _connection_closed(self, remaining: int) -> None:
+        if self.acceptor is not None:
+            self.acceptor.load_changed()
+        if not remaining:
+            self._idle.set()
 
     async def _drain(self, server: WorkerServer, keep: asyncio.Task[None] | None) -> None:
         """Finish in-flight work within the graceful timeout, then cut what is left.
@@ -442,17 +438,17 @@ class Worker:
 
 
 class _ConnectionSet(set[HTTPConnection]):
-    """``WorkerServer.connections`` that calls ``on_empty`` when the last one leaves.
+    """``WorkerServer.connections`` that calls ``on_discard(remaining)`` after each close.
 
     Connections add and discard themselves (connection_made / connection_lost), so this
-    is the one place that sees the last close; the drain waits on it instead of polling.
+    is the one place that sees every close: the acceptor's load and the drain's wait for
+    the last connection both hang on it, instead of polling.
     """
 
-    def __init__(self, on_empty: Callable[[], None]) -> None:
+    def __init__(self, on_discard: Callable[[int], None]) -> None:
         super().__init__()
-        self._on_empty = on_empty
+        self._on_discard = on_discard
 
     def discard(self, conn: object) -> None:
         super().discard(conn)
-        if not self:
-            self._on_empty()
+        self._on_discard(len(self))
