@@ -264,20 +264,29 @@ class Config:
     worker_timeout: float = option(
         60.0,
         "Seconds of heartbeat silence before a worker is killed (0: never; 0 with --reload, "
-        "so a worker paused at a breakpoint lives).",
+        "so a worker paused at a breakpoint lives). A second before, its stack is logged and "
+        "its successor started, which serves as soon as it is ready.",
         F,
         WORKERS,
         minimum=0,
     )
     max_requests: int = option(
-        0, "Replace a worker after this many requests (0: never).", N, WORKERS, minimum=0
+        0,
+        "Replace a worker after this many requests (0: never). Its successor is started early "
+        "enough to take over about then; a worker 10% past the limit takes no new work until "
+        "it does (one more request per open connection is still answered).",
+        N,
+        WORKERS,
+        minimum=0,
     )
     max_requests_jitter: int = option(
         0, "Random extra requests added to --max-requests per worker.", N, WORKERS, minimum=0
     )
     max_worker_lifetime: float | None = option(
         None,
-        "Replace a worker after it has served this many seconds, one at a time.",
+        "Replace a worker after it has served this many seconds, one at a time. Its successor "
+        "starts one boot time early; a worker still serving 10% past the lifetime is retired "
+        "anyway.",
         F,
         WORKERS,
         minimum=1,
@@ -287,7 +296,8 @@ class Config:
     max_worker_memory: int | None = option(
         None,
         "Replace a worker whose resident memory exceeds this many MiB (sampled each "
-        "second). Leave room for up to 8 MiB of freed memory a busy worker keeps for reuse.",
+        "second); it serves until its successor is ready, or is retired at once when 10% "
+        "over. Leave room for up to 8 MiB of freed memory a busy worker keeps for reuse.",
         N,
         WORKERS,
         minimum=1,
