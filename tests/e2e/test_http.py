@@ -12,7 +12,6 @@ import email.utils
 import json
 import os
 import re
-import signal
 import socket
 import statistics
 import struct
@@ -595,28 +594,6 @@ def test_request_buffers_do_not_page_fault_under_load(loop: str) -> None:
             burst()
         faults = minor_faults(pid) - before
     assert faults < 2 * 32 * 10, f"{faults} page faults for 320 requests"
-
-
-def test_a_burst_of_connections_is_shared_by_the_workers() -> None:
-    """48 connections waiting in the queue when two workers wake: neither worker takes
-    them all. (asyncio lets a worker accept up to its create_server backlog in one go;
-    with --backlog there, the worker awake first took the whole burst in about two
-    bursts of five. How evenly they share depends on the scheduler: 5 to 24 of 48.)"""
-    with Server(APP, "-w", "2", "--no-access-log") as server:
-        wait_until(lambda: len(server.worker_pids(1)) == 2, 10, "two workers")
-        workers = server.worker_pids(1)
-        for _ in range(5):
-            with contextlib.ExitStack() as stack:
-                for pid in workers:
-                    os.kill(pid, signal.SIGSTOP)
-                try:
-                    # The kernel completes the handshakes; the connections wait.
-                    clients = [stack.enter_context(Client(server)) for _ in range(48)]
-                finally:
-                    for pid in workers:
-                        os.kill(pid, signal.SIGCONT)
-                pids = [client.request().header("x-pid") for client in clients]
-            assert len(set(pids)) == 2, pids
 
 
 def test_keep_alive_latency_shows_tcp_nodelay(srv: Server) -> None:
