@@ -42,7 +42,7 @@ from collections.abc import Callable
 from typing import Protocol, final
 
 from corral.config import Config, ConfigError, LoadedConfig
-from corral.lifecycle import ExitCode, WorkerMessage
+from corral.lifecycle import LIMIT_SLACK, ExitCode, WorkerMessage
 from corral.logs import reopen_log_files
 from corral.supervisor.envfile import EnvFile
 from corral.supervisor.events import (
@@ -288,7 +288,9 @@ class Master:
             elif message is WorkerMessage.HEARTBEAT:
                 events.append(WorkerHeartbeat(pid))
             else:
-                events.append(WorkerRecycleRequested(pid, "max requests reached"))
+                # Sent early: the worker counts the requests it expects meanwhile.
+                reason = "max requests reached, counting those expected while its successor starts"
+                events.append(WorkerRecycleRequested(pid, reason))
         if not data:
             self._close_pipe(pid)
         return events
@@ -326,7 +328,12 @@ class Master:
         return events
 
     def _sample_memory(self) -> list[Event]:
-        """Recycle requests for READY workers over --max-worker-memory (once a second)."""
+        """Recycle requests for READY workers over --max-worker-memory (once a second).
+
+        Over the limit, the replacement starts (the worker serves until its successor is
+        READY); over the limit plus LIMIT_SLACK, the request says ``retire_now`` and the
+        worker is retired at once (state.py, "Limits keep their numbers").
+        """
         limit_mib = self.config.max_worker_memory
         now = time.monotonic()
         if not limit_mib or now < self._next_sample:
@@ -339,7 +346,8 @@ class Master:
             rss_mib = resident_mib(pid)
             if rss_mib is not None and rss_mib > limit_mib:
                 reason = f"resident memory {rss_mib:.0f} MiB over --max-worker-memory {limit_mib}"
-                events.append(WorkerRecycleRequested(pid, reason))
+                retire_now = rss_mib > limit_mib * (1 + LIMIT_SLACK)
+                events.append(WorkerRecycleRequested(pid, reason, retire_now=retire_now))
         return events
 
     def _reread_config(self) -> Event:

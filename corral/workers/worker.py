@@ -40,13 +40,14 @@ import random
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import final
 
 from corral.config import Config, ConfigError
-from corral.lifecycle import ExitCode, WorkerMessage, WorkerSignal
+from corral.lifecycle import ExitCode, RequestBudget, WorkerMessage, WorkerSignal
 from corral.logs import reopen_log_files
 from corral.workers.accept import Acceptor, LoadTable
 from corral.workers.app import AppLoadError, load_app
@@ -61,8 +62,10 @@ from corral.workers.websocket import make_websocket_starter
 
 logger = logging.getLogger("corral.error")
 
-#: Seconds between heartbeats; the master's --worker-timeout is many of these.
-HEARTBEAT_INTERVAL_S = 1.0
+#: Seconds between heartbeats: every sweep. The master starts a silent worker's successor
+#: a second before --worker-timeout, and the age of the last beat when the loop blocks is
+#: time lost from that second; one byte four times a second costs nothing.
+HEARTBEAT_INTERVAL_S = SWEEP_INTERVAL_S
 
 #: WebSocket close codes for a drain (RFC 6455 section 7.4.1; 1012 is IANA-registered).
 CLOSE_GOING_AWAY = 1001
@@ -239,15 +242,24 @@ class Worker:
         self._interrupted = False  # a SIGINT arrived (Ctrl-C reaches master and workers)
         self._last_heartbeat = 0.0
         self._recycle_after = 0
+        #: --max-requests: when to ask for a successor and when to stop (lifecycle.py).
+        self._budget: RequestBudget | None = None
         if config.max_requests:
             self._recycle_after = config.max_requests + random.randint(
                 0, config.max_requests_jitter
             )
-        self._recycle_sent = False
+            self._budget = RequestBudget(self._recycle_after, config.max_requests)
+        # The boot the early RECYCLE plans with runs from here to READY: the app import
+        # and lifespan startup, most of it. The fork and the setup before the event loop
+        # are missing, which RECYCLE_LEAD_FACTOR covers.
+        self._created_s = time.monotonic()
         #: The next sweep (it re-arms itself); cancelled once the drain is over.
         self._sweeper: asyncio.TimerHandle | None = None
 
     def tell_master(self, message: WorkerMessage) -> None:
+        if message is WorkerMessage.READY and self._budget is not None:
+            boot_s = time.monotonic() - self._created_s
+            self._budget.start(self.loop.time(), boot_s)
         if self.ctx.pipe_fd < 0:
             return
         # A full pipe means the master is not reading; a missed heartbeat is harmless.
@@ -349,16 +361,52 @@ class Worker:
                 conn.abort()
 
     def _on_request(self) -> None:
-        if self._recycle_after and not self._recycle_sent:
-            assert self.server is not None
-            if self.server.requests >= self._recycle_after:
-                self._recycle_sent = True
-                logger.info(
-                    "worker %d served %d requests; asking to be replaced",
-                    self.ctx.slot,
-                    self.server.requests,
-                )
-                self.tell_master(WorkerMessage.RECYCLE)
+        """After each completed response (only with --max-requests): the early RECYCLE
+        and the hard cap (lifecycle.RequestBudget)."""
+        budget, server = self._budget, self.server
+        assert budget is not None
+        assert server is not None
+        served = server.requests
+        if budget.should_recycle(self.loop.time(), served):
+            logger.info(
+                "worker %d served %d of %d requests and expects %.0f more while its"
+                " successor starts; asking to be replaced",
+                self.ctx.slot,
+                served,
+                budget.limit,
+                budget.expected(self.loop.time(), served),
+            )
+            self.tell_master(WorkerMessage.RECYCLE)
+        if budget.should_cap(served):
+            logger.info(
+                "worker %d served %d requests (the limit %d + 10%%): taking no new work"
+                " until its successor is READY",
+                self.ctx.slot,
+                served,
+                budget.limit,
+            )
+            self.pause_accepting()
+            # Not now: this runs inside the response that just ended, whose head promised
+            # keep-alive. Closing under the client would race its next request (a reset).
+            # One loop turn later that connection is idle like the others, and gets the
+            # drain's grace, in which a request on its way is answered with close.
+            self.loop.call_soon(self._serve_last_responses)
+
+    def _serve_last_responses(self) -> None:
+        """The hard cap: make each connection's next response its last.
+
+        The drain's treatment (``WorkerServer.begin_drain``) for HTTP connections only:
+        responses carry ``Connection: close`` and idle keep-alive connections close
+        after ``DRAIN_IDLE_GRACE_S``. Open WebSockets are left alone: they are no
+        requests, and RETIRE closes them with 1012 once the successor is READY. A new
+        upgrade is refused with 503 and ``Retry-After`` (the successor takes the retry).
+        """
+        server = self.server
+        assert server is not None
+        server.draining = True
+        for conn in list(server.connections):
+            if conn.websocket is None:
+                conn.shutdown()
 
     def _sweep(self) -> None:
         server = self.server
@@ -367,12 +415,15 @@ class Worker:
         if self.acceptor is not None:
             self.acceptor.refresh()  # the siblings' proof that this loop turns
         now = self.loop.time()
-        if now - self._last_heartbeat >= HEARTBEAT_INTERVAL_S:
-            self._last_heartbeat = now
-            self.tell_master(WorkerMessage.HEARTBEAT)
-            if self.ctx.master_pid and os.getppid() != self.ctx.master_pid:
-                logger.warning("the master is gone; stopping")
-                self._handle_stop(CLOSE_GOING_AWAY)
+        if self._budget is not None:
+            self._budget.roll(now, server.requests)
+        # Every sweep (HEARTBEAT_INTERVAL_S is the sweep's): no "interval passed" test,
+        # which a timer firing a hair early would turn into a beat every other sweep.
+        self._last_heartbeat = now
+        self.tell_master(WorkerMessage.HEARTBEAT)
+        if self.ctx.master_pid and os.getppid() != self.ctx.master_pid:
+            logger.warning("the master is gone; stopping")
+            self._handle_stop(CLOSE_GOING_AWAY)
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL_S, self._sweep)
 
     async def _stop_accepting(self, acceptor: Acceptor) -> None:
