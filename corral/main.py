@@ -49,33 +49,6 @@ def write_pidfile(path: str) -> None:
     tmp.replace(target)
 
 
-def load_env_file(path: str) -> dict[str, str]:
-    """Parse ``KEY=VALUE`` lines (``#`` comments, optional quotes, optional ``export``).
-
-    Raises:
-        ConfigError: if the file cannot be read or a line is not KEY=VALUE.
-    """
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read env file {path}: {exc.strerror}") from None
-    result: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        line = line.removeprefix("export ").strip()
-        key, sep, value = line.partition("=")
-        key = key.strip()
-        if not sep or not key.replace("_", "a").isalnum():
-            raise ConfigError(f"env file {path}, line {number}: expected KEY=VALUE")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        result[key] = value
-    return result
-
-
 def serve(loaded: LoadedConfig, cli: Mapping[str, object], config_file: str | None = None) -> int:
     """Run the server described by ``loaded`` until it stops; return the exit code.
 
