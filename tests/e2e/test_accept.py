@@ -40,18 +40,21 @@ def refused(srv: Server) -> bool:
     return False
 
 
-#: The longest a new connection may still be taken into a queue after a stop began.
-REFUSED_WITHIN_S = 0.1
+#: The bound on "refused at once". Refusal follows as soon as each process has run its
+#: stop handling (about 5 ms on an idle machine, printed by the test); the bound leaves a
+#: loaded machine's scheduler room while staying well below the slow requests below,
+#: which is what a server that keeps its sockets open would make a new client wait for.
+REFUSED_WITHIN_S = 1.0
 
 
 @pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGQUIT])
 def test_a_stop_refuses_new_connections_while_a_request_finishes(loop: str, signum: int) -> None:
     """After TERM, INT or QUIT, with a slow request in flight, a new connection is refused
-    within 100 ms instead of waiting in a queue nobody accepts from; on a graceful stop
+    at once instead of waiting in a queue nobody accepts from; on a graceful stop
     the slow request still gets its answer. The server exits 0."""
     with Server("tests.apps:tagged", "-w", "2", "--loop", loop, "--graceful-timeout", "10") as srv:
-        slow, outcome = request_in_thread(srv, "/slow?sleep=2")
+        slow, outcome = request_in_thread(srv, "/slow?sleep=3")
         srv.wait_for_line("tagged: sleeping /slow")
         assert not refused(srv)
         started = time.monotonic()
@@ -80,7 +83,7 @@ def test_a_stop_after_a_failed_handover_refuses_new_connections(tmp_path: Path) 
         srv.wait_for_line("re-executed: adopted 2 serving worker", start=mark)
         srv.wait_for_line("reload abandoned", start=mark)
         assert not refused(srv)
-        slow, outcome = request_in_thread(srv, "/slow?sleep=1")
+        slow, outcome = request_in_thread(srv, "/slow?sleep=3")
         srv.wait_for_line("tagged: sleeping /slow", start=mark)
         srv.signal(signal.SIGTERM)
         wait_until(lambda: refused(srv), REFUSED_WITHIN_S, "new connections to be refused")
