@@ -19,6 +19,9 @@ Between trials the script waits until every worker has closed the previous trial
 connections (its open descriptors are back to what they were): a worker that still
 counts them rightly takes fewer of the next ones.
 
+Then the time from TERM to the first refused connection, with a 3 s request in flight
+on 2 workers, over as many trials per loop (a new server each).
+
 ``--hello-ab REV`` then runs wrk on ``/`` (1 worker, asyncio, keep-alive) against corral
 as committed at REV and against the working tree, in turn, ``--pairs`` times, and prints
 the ratio of each pair (working tree / REV) and their median.
@@ -202,6 +205,37 @@ def hello_ab(rev: str, pairs: int, seconds: int) -> list[str]:
     ]
 
 
+def refused(srv: Server) -> bool:
+    try:
+        sock = socket.create_connection((srv.host, srv.port), timeout=1)
+    except ConnectionRefusedError:
+        return True
+    sock.close()
+    return False
+
+
+def refusal(trials: int) -> list[str]:
+    """Milliseconds from TERM (a 3 s request in flight, 2 workers) to a refused connect."""
+    rows = ["| loop | TERM to refusal, ms: median / max | trials |", "|---|---|---|"]
+    for loop in ("asyncio", "uvloop"):
+        took = []
+        for _ in range(trials):
+            with Server(
+                "tests.apps:tagged", "-w", "2", "--loop", loop, "--graceful-timeout", "10"
+            ) as srv:
+                sock = srv.connect()
+                sock.sendall(b"GET /slow?sleep=3 HTTP/1.1\r\nHost: t\r\n\r\n")
+                srv.wait_for_line("tagged: sleeping /slow")
+                started = time.monotonic()
+                srv.signal(signal.SIGTERM)
+                wait_until(lambda srv=srv: refused(srv), 10, "a refusal")
+                took.append((time.monotonic() - started) * 1000)
+                sock.close()
+        rows.append(f"| {loop} | {statistics.median(took):.1f} / {max(took):.1f} | {len(took)} |")
+        print(f"{loop}: refused after {[round(t, 1) for t in took]} ms", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=20)
@@ -210,7 +244,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=4)
     args = parser.parse_args()
     started = time.monotonic()
-    lines = fairness(args.trials)
+    lines = [*fairness(args.trials), "", *refusal(args.trials)]
     if args.hello_ab:
         lines += ["", *hello_ab(args.hello_ab, args.pairs, args.seconds)]
     print(f"\n({time.monotonic() - started:.0f} s)\n")
