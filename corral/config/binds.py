@@ -8,6 +8,10 @@ from typing import Literal, final
 
 DEFAULT_BIND = "127.0.0.1:8000"
 
+#: Ports are 16-bit numbers (RFC 9293 section 3.1); 0 asks the kernel for a free one.
+#: Python's ``bind`` does not check: Linux binds 99999 as a random port.
+PORT_RANGE = range(0, 65536)
+
 
 class BindError(ValueError):
     """A listen address that cannot be understood."""
@@ -71,9 +75,17 @@ def parse_bind(text: str) -> BindSpec:
         port = int(port_text)
     except ValueError:
         raise BindError(f"{text!r}: port {port_text!r} is not a number") from None
-    if not 0 <= port <= 65535:
-        raise BindError(f"{text!r}: port {port} is out of range")
+    why = port_error(port)
+    if why is not None:
+        raise BindError(f"{text!r}: {why}")
     return BindSpec("tcp", host=host, port=port)
+
+
+def port_error(port: int) -> str | None:
+    """Why ``port`` is not a port, or None: one wording for ``--bind``, ``--port`` and the file."""
+    if port in PORT_RANGE:
+        return None
+    return f"port {port} is out of range ({PORT_RANGE.start}-{PORT_RANGE.stop - 1})"
 
 
 def effective_binds(

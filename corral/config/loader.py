@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, final
 
-from corral.config.binds import BindError, parse_bind
+from corral.config.binds import BindError, parse_bind, port_error
 from corral.config.options import RELOAD_DEFAULTS, SPECS, Config, Kind, OptionSpec
 from corral.protocol.response import ResponseError, header_from_text
 
@@ -46,6 +46,11 @@ def env_name(name: str) -> str:
 
 def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def cli_spelling(name: str) -> str:
+    """How option ``name`` is given on the command line: its flag, or the APP argument."""
+    return "APP argument" if name == "app" else flag_name(name)
 
 
 def parse_value(name: str, raw: object, source: str) -> Any:
@@ -192,8 +197,9 @@ def load_config(
     for name, raw in cli.items():
         if name not in SPECS:  # a programming error in the caller, not user input
             raise KeyError(name)
-        values[name] = parse_value(name, raw, f"command line {flag_name(name)}")
-        sources[name] = f"command line {flag_name(name)}"
+        source = f"command line {cli_spelling(name)}"
+        values[name] = parse_value(name, raw, source)
+        sources[name] = source
 
     if values.get("reload"):
         for name, value in RELOAD_DEFAULTS.items():
@@ -223,6 +229,9 @@ def validate(config: Config, sources: Mapping[str, str]) -> None:
             parse_bind(text)
         except BindError as exc:
             raise ConfigError(f"invalid value for bind ({sources['bind']}): {exc}") from None
+    why = None if config.port is None else port_error(config.port)
+    if why is not None:
+        raise ConfigError(f"invalid value for port ({sources['port']}): {why}")
     for text in config.header:
         # The same parse and checks the worker applies (RFC 9110 section 5).
         try:

@@ -166,7 +166,7 @@ class Config:
         "Shortcut: bind to this port (0 picks a free one).",
         N,
         BIND,
-        minimum=0,
+        # No minimum: -1 gets the same "out of range" as 65536 (loader.validate).
         nullable=True,
     )
     uds: str | None = option(

@@ -77,6 +77,34 @@ def test_print_config_sources(run, tmp_path):
     assert "backlog = 7  # config file " + str(tmp_path / "pyproject.toml") in lines
 
 
+def test_app_without_attribute_names_the_argument(run):
+    """`corral good` blames the APP argument (there is no --app), on one line, exit 2."""
+    result = run("good")
+    assert result.exit_code == 2
+    assert result.output == (
+        "corral: error: invalid value for app (command line APP argument): "
+        "'good' is not module:attribute\n"
+    )
+
+
+def test_print_config_names_the_app_argument(run):
+    """--print-config gives APP's source as the argument, not as an --app flag."""
+    result = run("a:b", "--print-config")
+    assert result.exit_code == 0, result.output
+    assert 'app = "a:b"  # command line APP argument' in result.output.splitlines()
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "-1"])
+def test_port_out_of_range_exit_2(run, port):
+    """--port outside 0-65535 is refused in --bind's words instead of binding a random port."""
+    result = run("a:b", "--port", port)
+    assert result.exit_code == 2
+    assert result.output == (
+        "corral: error: invalid value for port (command line --port): "
+        f"port {port} is out of range (0-65535)\n"
+    )
+
+
 def test_repeatable_bind(run):
     """--bind/-b can be repeated."""
     result = run("a:b", "--print-config", "-b", "127.0.0.1:1", "--bind", "unix:/tmp/x")

@@ -97,6 +97,43 @@ def test_bad_values_name_option_and_source(cli, env, message):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("port", [-1, 65536, 99999])
+def test_port_out_of_range_reads_like_bind(tmp_path, port):
+    """--port, CORRAL_PORT and a file's port refuse what --bind refuses, in its words."""
+    with pytest.raises(ConfigError) as bind_error:
+        load({"bind": [f"127.0.0.1:{port}"]})
+    why = f"port {port} is out of range (0-65535)"
+    assert str(bind_error.value).endswith(f": {why}")
+    f = tmp_path / "c.toml"
+    f.write_text(f"port = {port}\n")
+    for cli, env, path, source in [
+        ({"port": str(port)}, {}, None, "command line --port"),
+        ({}, {"CORRAL_PORT": str(port)}, None, "env CORRAL_PORT"),
+        ({}, {}, str(f), f"config file {f}"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            load(cli, env, config_path=path)
+        assert str(info.value) == f"invalid value for port ({source}): {why}"
+
+
+@pytest.mark.parametrize("port", [0, 1, 65535])
+def test_port_range_edges_are_accepted(port):
+    """0 (a free port) up to 65535 are ports."""
+    assert load({"port": str(port)}).config.port == port
+    assert load({"bind": [f"[::1]:{port}"]}).config.bind == (f"[::1]:{port}",)
+
+
+def test_app_argument_is_named_as_such():
+    """APP is an argument, not an --app flag: errors and sources say so."""
+    with pytest.raises(ConfigError) as info:
+        load({"app": "good"})
+    assert str(info.value) == (
+        "invalid value for app (command line APP argument): 'good' is not module:attribute"
+    )
+    assert "--app" not in str(info.value)
+    assert load().sources["app"] == "command line APP argument"
+
+
 def test_unknown_key_in_file(tmp_path):
     """An unknown key in the config file is an error naming the key and the file."""
     f = tmp_path / "c.toml"
