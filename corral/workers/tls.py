@@ -109,16 +109,25 @@ def load_server_tls(config: Config) -> ServerTLS | None:
     # Python 3.10+ defaults to this already; stated so that no OpenSSL config lowers it.
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     password = config.ssl_keyfile_password
+    keyfile = config.ssl_keyfile
+    # OpenSSL's error for a missing file names neither file: look at each first.
+    _check_readable("--ssl-certfile", certfile)
+    if keyfile is not None:
+        _check_readable("--ssl-keyfile", keyfile)
     try:
         # A callable, never None: with None OpenSSL would prompt on the terminal for the
         # password of an encrypted key, and a service would hang there.
-        context.load_cert_chain(certfile, config.ssl_keyfile, password=lambda: password or "")
+        context.load_cert_chain(certfile, keyfile, password=lambda: password or "")
     except (OSError, ssl.SSLError) as exc:
-        hint = "" if password else " (an encrypted key needs --ssl-keyfile-password)"
+        hint = ""
+        if _is_encrypted_key(keyfile or certfile):
+            # OpenSSL says only "PEM lib" for a missing or wrong password.
+            hint = " (check --ssl-keyfile-password)" if password else _NEEDS_PASSWORD
         raise ConfigError(
             f"cannot load --ssl-certfile/--ssl-keyfile: {_reason(exc)}{hint}"
         ) from None
     if config.ssl_ca_certs is not None:
+        _check_readable("--ssl-ca-certs", config.ssl_ca_certs)
         try:
             context.load_verify_locations(cafile=config.ssl_ca_certs)
         except (OSError, ssl.SSLError) as exc:
@@ -132,6 +141,36 @@ def load_server_tls(config: Config) -> ServerTLS | None:
                 f"invalid value for ssl_ciphers: {config.ssl_ciphers!r} selects no cipher"
             ) from None
     return ServerTLS(context, _first_certificate(certfile))
+
+
+_NEEDS_PASSWORD = " (the key is encrypted: it needs --ssl-keyfile-password)"
+
+#: How PEM marks an encrypted private key: PKCS#8 (RFC 5958 section 3, with the label of
+#: RFC 7468 section 11) and OpenSSL's traditional format (RFC 1421 ``Proc-Type``).
+_ENCRYPTED_PEM_MARKERS = (b"-----BEGIN ENCRYPTED PRIVATE KEY-----", b"Proc-Type: 4,ENCRYPTED")
+
+
+def _check_readable(flag: str, path: str) -> None:
+    """Open ``path`` once, so that a missing or unreadable file is named in the error.
+
+    Raises:
+        ConfigError: naming the option and the file.
+    """
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot read {flag} {path}: {exc.strerror or exc}") from None
+
+
+def _is_encrypted_key(path: str) -> bool:
+    """Whether the PEM file at ``path`` holds an encrypted private key."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    return any(marker in data for marker in _ENCRYPTED_PEM_MARKERS)
 
 
 def _reason(exc: OSError | ssl.SSLError) -> str:

@@ -146,6 +146,44 @@ def test_bad_tls_files_exit_2(certs, tmp_path):
     assert "listening on" not in proc.stderr
 
 
+def test_missing_certfile_is_named_exit_2(certs, tmp_path):
+    """A missing --ssl-certfile: one line naming it, no password hint, exit code 2."""
+    missing = tmp_path / "nope.pem"
+    proc = run_to_exit(
+        "tests.apps:hello",
+        "--port",
+        "0",
+        "--ssl-certfile",
+        str(missing),
+        "--ssl-keyfile",
+        str(certs.key_file),
+    )
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "cannot" in line]
+    assert len(errors) == 1, proc.stderr
+    assert errors[0].endswith(f"cannot read --ssl-certfile {missing}: No such file or directory")
+    assert "password" not in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "listening on" not in proc.stderr
+
+
+def test_encrypted_key_without_password_exit_2(certs):
+    """An encrypted key and no --ssl-keyfile-password: the error says the password is missing."""
+    encrypted = encrypt_key(certs.key_file, "s3cret")
+    proc = run_to_exit(
+        "tests.apps:hello",
+        "--port",
+        "0",
+        "--ssl-certfile",
+        str(certs.cert_file),
+        "--ssl-keyfile",
+        str(encrypted),
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "the key is encrypted: it needs --ssl-keyfile-password" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_plain_http_to_tls_port_is_closed(certs):
     """A plain HTTP request on the TLS port is closed without an answer, at once."""
     with Server("tests.apps:hello", *tls_args(certs)) as srv, srv.connect() as sock:

@@ -123,21 +123,46 @@ def test_encrypted_key(certs):
     """An encrypted key needs its password; without it the error says so (no prompt)."""
     encrypted = encrypt_key(certs.key_file, "s3cret")
     assert load_server_tls(config(certs, ssl_keyfile=str(encrypted), ssl_keyfile_password="s3cret"))
-    with pytest.raises(ConfigError, match="needs --ssl-keyfile-password"):
+    with pytest.raises(ConfigError, match="the key is encrypted: it needs --ssl-keyfile-password"):
         load_server_tls(config(certs, ssl_keyfile=str(encrypted)))
-    with pytest.raises(ConfigError, match="cannot load"):
+    with pytest.raises(ConfigError, match=r"cannot load .*\(check --ssl-keyfile-password\)$"):
         load_server_tls(config(certs, ssl_keyfile=str(encrypted), ssl_keyfile_password="no"))
 
 
-def test_missing_and_mismatched_files(certs, tmp_path: Path):
-    """A missing file or a key of another certificate is a one-line ConfigError."""
-    with pytest.raises(ConfigError, match="No such file"):
-        load_server_tls(config(certs, ssl_certfile=str(tmp_path / "nope.pem")))
+def test_encrypted_key_inside_the_certfile(certs, tmp_path: Path):
+    """A certfile that also holds the (encrypted) key gets the password hint too."""
+    both = tmp_path / "both.pem"
+    encrypted = encrypt_key(certs.key_file, "s3cret")
+    both.write_bytes(certs.cert_file.read_bytes() + encrypted.read_bytes())
+    with pytest.raises(ConfigError, match="needs --ssl-keyfile-password"):
+        load_server_tls(config(certs, ssl_certfile=str(both), ssl_keyfile=None))
+
+
+@pytest.mark.parametrize("option", ["ssl_certfile", "ssl_keyfile", "ssl_ca_certs"])
+def test_missing_file_is_named_without_a_password_hint(certs, tmp_path: Path, option):
+    """A missing file is named with its option; no word of passwords (the key is not encrypted)."""
+    missing = tmp_path / "nope.pem"
+    with pytest.raises(ConfigError) as info:
+        load_server_tls(config(certs, **{option: str(missing)}))
+    flag = "--" + option.replace("_", "-")
+    assert str(info.value) == f"cannot read {flag} {missing}: No such file or directory"
+
+
+def test_missing_certfile_with_an_encrypted_key(certs, tmp_path: Path):
+    """The missing file is the error even when the key is encrypted and has no password."""
+    encrypted = encrypt_key(certs.key_file, "s3cret")
+    missing = tmp_path / "nope.pem"
+    with pytest.raises(ConfigError) as info:
+        load_server_tls(config(certs, ssl_certfile=str(missing), ssl_keyfile=str(encrypted)))
+    assert str(info.value) == f"cannot read --ssl-certfile {missing}: No such file or directory"
+
+
+def test_mismatched_key(certs, tmp_path: Path):
+    """A key of another certificate is a one-line ConfigError, with no password hint."""
     other = make_certs(tmp_path / "other")
-    with pytest.raises(ConfigError, match=r"KEY_VALUES_MISMATCH|key values mismatch"):
+    with pytest.raises(ConfigError, match=r"KEY_VALUES_MISMATCH|key values mismatch") as info:
         load_server_tls(config(certs, ssl_keyfile=str(other.key_file)))
-    with pytest.raises(ConfigError, match="--ssl-ca-certs"):
-        load_server_tls(config(certs, ssl_ca_certs=str(tmp_path / "nope.pem")))
+    assert "password" not in str(info.value)
 
 
 def test_bad_cipher_list(certs):
