@@ -110,7 +110,8 @@ class Config:
     )
     lifespan: str = option(
         "auto",
-        "ASGI lifespan: on (required), off, or auto (used if the app supports it).",
+        "ASGI lifespan: on (required), off, or auto (used if the app supports it; a startup "
+        "that raises is logged as a warning and the app is served without lifespan).",
         C,
         SERVER,
         choices=("auto", "on", "off"),

@@ -1,9 +1,20 @@
 """The ASGI lifespan protocol (spec 2.0), run once per worker process.
 
 ``auto`` runs it and carries on without it if the app raises before answering
-``lifespan.startup`` (that is how an app says it does not support lifespan); ``on``
-treats that as a startup failure; ``off`` never calls the app with a lifespan scope.
-A ``lifespan.startup.failed`` message is a failure in every mode.
+``lifespan.startup``. Two cases are told apart by whether the app had received the
+startup message when it raised:
+
+- before receiving it, the app does not handle the lifespan scope at all (Django's
+  handler, a Channels router): that is how an app says it does not support lifespan,
+  logged at INFO;
+- after receiving it, the app supports lifespan and its startup raised: logged at
+  WARNING with the traceback. The server still carries on without lifespan, as
+  ``auto`` always has: this is not fatal (use ``on`` to make it exit code 4).
+
+``on`` treats a raise before answering as a startup failure, in both cases; ``off``
+never calls the app with a lifespan scope. A ``lifespan.startup.failed`` message is a
+failure in every mode; an exception the app raises after sending it (Starlette raises
+what its startup raised) is the same failure and is not reported a second time.
 """
 
 from __future__ import annotations
@@ -40,6 +51,10 @@ class Lifespan:
         #: The task running the app's lifespan scope, if lifespan runs.
         self.task: asyncio.Task[None] | None = None
         self._supported = True
+        #: The app has taken ``lifespan.startup`` from receive (so it handles lifespan).
+        self._startup_received = False
+        #: The app sent ``lifespan.startup.failed``.
+        self._startup_failed = False
         self._shutdown_requested = False
 
     async def startup(self) -> bool:
@@ -76,14 +91,25 @@ class Lifespan:
             await self._app(scope, self._receive, self._send)
         except BaseException as exc:  # the app's failure is reported, not propagated
             if not self._startup_done.is_set():
-                if self._mode == "auto":
+                if self._mode == "auto" and not self._startup_received:
                     self._supported = False
                     logger.info("ASGI lifespan not supported by the app; continuing without it")
+                elif self._mode == "auto":
+                    self._supported = False
+                    logger.warning(
+                        "exception in lifespan startup; serving without lifespan "
+                        "(--lifespan auto; --lifespan on makes this fatal)",
+                        exc_info=exc,
+                    )
                 else:
                     self._fail(f"the app raised {exc!r}")
                     self.startup_error = exc
                     if self._log_failures:
                         logger.error("exception in lifespan startup", exc_info=exc)
+            elif self._startup_failed:
+                # Sent startup.failed, then raised: startup() reports that failure once.
+                if self.startup_error is None:
+                    self.startup_error = exc
             elif self._shutdown_requested and not self._shutdown_done.is_set():
                 self._fail(f"the app raised {exc!r}")
                 logger.error("exception in lifespan shutdown", exc_info=exc)
@@ -108,19 +134,24 @@ class Lifespan:
             self._failure = message
 
     async def _receive(self) -> Message:
-        return await self._inbox.get()
+        message = await self._inbox.get()
+        if message["type"] == "lifespan.startup":
+            self._startup_received = True
+        return message
 
     async def _send(self, message: Message) -> None:
         kind = message["type"]
         if kind == "lifespan.startup.complete":
             self._startup_done.set()
         elif kind == "lifespan.startup.failed":
-            self._fail(str(message.get("message", "")) or "lifespan.startup.failed")
+            self._startup_failed = True
+            # Stripped: Starlette's message is a traceback ending in a newline.
+            self._fail(str(message.get("message", "")).strip() or "lifespan.startup.failed")
             self._startup_done.set()
         elif kind == "lifespan.shutdown.complete":
             self._shutdown_done.set()
         elif kind == "lifespan.shutdown.failed":
-            self._fail(str(message.get("message", "")) or "lifespan.shutdown.failed")
+            self._fail(str(message.get("message", "")).strip() or "lifespan.shutdown.failed")
             self._shutdown_done.set()
         else:
             raise RuntimeError(f"unexpected ASGI lifespan message {kind!r}")

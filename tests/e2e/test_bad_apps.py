@@ -7,14 +7,22 @@ or leaks tasks; over WebSocket it raises before or after accepting, or sends a m
 without data. For each case the client gets a clean 500, a cut response or a 1011
 close as the ASGI spec says, exactly one clear line is logged, and the same worker
 process then serves the next request.
+
+Lifespan startups that raise are here too: a Starlette app (which sends
+``lifespan.startup.failed`` and then raises) gets its traceback logged once, and a
+plain app that raises while handling ``lifespan.startup`` under ``--lifespan auto`` is
+told from one without lifespan support. Their apps are defined at the bottom of this
+module, which the worker imports by name.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import signal
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import websockets
@@ -185,3 +193,73 @@ def test_stop_is_prompt_with_leaked_tasks() -> None:
         # Well inside the 30 s graceful timeout: no connection is open, tasks don't count.
         assert server.wait(timeout=10) == 0
         assert "still open" not in server.output
+
+
+EXIT_LIFESPAN = 4
+TRACEBACK = "Traceback (most recent call last)"
+
+
+def test_starlette_startup_raising_logs_its_traceback_once() -> None:
+    """Starlette sends startup.failed and re-raises: one traceback, labelled as startup."""
+    server = Server(
+        "tests.e2e.test_bad_apps:starlette_startup_raises", "--factory", "-w", "1", wait_ready=False
+    )
+    with server:
+        assert server.wait() == EXIT_LIFESPAN
+    assert server.output.count(TRACEBACK) == 1, server.output
+    assert server.output.count("RuntimeError: starlette startup: no database") == 1, server.output
+    assert "lifespan startup failed" in server.output
+    assert "after startup" not in server.output
+
+
+def test_plain_startup_raising_in_auto_mode_is_a_warning_with_traceback() -> None:
+    """auto: an app that took lifespan.startup and raised supports lifespan and failed; it
+    is logged at WARNING with its traceback (not taken for "not supported"), and the
+    server carries on without lifespan, as auto always has."""
+    with Server("tests.e2e.test_bad_apps:startup_raises", "-w", "1") as server:
+        with server.connect() as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            status, _, body = read_response(sock)
+        assert (status, body) == (200, b"served")
+        server.signal(signal.SIGTERM)
+        assert server.wait() == 0
+    output = server.output
+    (warning,) = [line for line in server.lines if "exception in lifespan startup" in line]
+    assert " WARNING " in warning
+    assert "--lifespan on makes this fatal" in warning
+    assert output.count(TRACEBACK) == 1, output
+    assert "RuntimeError: plain startup: no database" in output
+    assert "not supported" not in output
+
+
+def test_plain_startup_raising_in_on_mode_stops_the_server() -> None:
+    """on: the same app is a startup failure, exit code 4."""
+    server = Server("tests.e2e.test_bad_apps:startup_raises", "--lifespan", "on", wait_ready=False)
+    with server:
+        assert server.wait() == EXIT_LIFESPAN
+    assert "RuntimeError: plain startup: no database" in server.output
+
+
+# -- apps for the lifespan tests, imported by the workers ---------------------------------
+
+
+def starlette_startup_raises() -> Any:
+    """A Starlette app (made by --factory, so collecting this module needs no Starlette)
+    whose lifespan startup raises."""
+    from starlette.applications import Starlette
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        raise RuntimeError("starlette startup: no database")
+        yield  # unreachable: makes this an async generator
+
+    return Starlette(lifespan=lifespan)
+
+
+async def startup_raises(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A plain ASGI app whose lifespan startup raises after receiving lifespan.startup."""
+    if scope["type"] == "lifespan":
+        await receive()
+        raise RuntimeError("plain startup: no database")
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"served"})
