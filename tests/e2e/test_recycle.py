@@ -105,10 +105,11 @@ def test_blocked_worker_is_replaced_within_the_timeout_plus_one_second() -> None
         new = int(headers["x-pid"])
         assert new != old
         assert took <= timeout_s + 1.0 * TIME_FACTOR, took
-        lines = srv.lines[mark:]
 
         def first(pattern: str) -> int:
-            return next(i for i, line in enumerate(lines) if re.search(pattern, line))
+            # The new worker may answer before the master has logged its READY.
+            srv.wait_for_line(pattern, start=mark)
+            return next(i for i, line in enumerate(srv.lines[mark:]) if re.search(pattern, line))
 
         dump = first(r'File ".*apps\.py", line \d+ in block_the_loop_forever')
         assert first(rf"worker {old} .* sent no heartbeat for [\d.]+s: dumping its stack") < dump
