@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 from dataclasses import dataclass
 from typing import Literal, final
@@ -11,6 +12,10 @@ DEFAULT_BIND = "127.0.0.1:8000"
 #: Ports are 16-bit numbers (RFC 9293 section 3.1); 0 asks the kernel for a free one.
 #: Python's ``bind`` does not check: Linux binds 99999 as a random port.
 PORT_RANGE = range(0, 65536)
+
+#: Ports below this need privilege to bind: BSD's ``IPPORT_RESERVED``, and the default of
+#: Linux's ``net.ipv4.ip_unprivileged_port_start`` (CAP_NET_BIND_SERVICE lifts it).
+PRIVILEGED_PORTS_BELOW = 1024
 
 
 class BindError(ValueError):
@@ -34,6 +39,23 @@ class BindSpec:
         if ":" in self.host:
             return f"[{self.host}]:{self.port}"
         return f"{self.host}:{self.port}"
+
+    def explain(self, exc: OSError) -> str:
+        """Why binding this address failed with ``exc``, in words for the user (pure).
+
+        ``exc.strerror``, plus what to do where the usual cause is known: EACCES on a
+        port below 1024 means the process lacks the privilege to bind it.
+        """
+        reason = exc.strerror or str(exc)
+        if (
+            exc.errno == errno.EACCES
+            and self.kind == "tcp"
+            and 0 < self.port < PRIVILEGED_PORTS_BELOW
+        ):
+            return (
+                f"{reason} (ports below {PRIVILEGED_PORTS_BELOW} need root or CAP_NET_BIND_SERVICE)"
+            )
+        return reason
 
 
 def parse_bind(text: str) -> BindSpec:

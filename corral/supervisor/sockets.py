@@ -179,7 +179,7 @@ def bind_one(spec: BindSpec, backlog: int, *, uds_mode: int | None = None) -> Li
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
-        raise BindFailed(f"cannot bind {spec}: {exc.strerror or exc}") from None
+        raise BindFailed(f"cannot bind {spec}: {spec.explain(exc)}") from None
     sock.set_inheritable(True)
     return Listener(spec, sock)
 

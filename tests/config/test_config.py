@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -194,6 +196,29 @@ def test_parse_bind(text, spec):
     """Each address form parses to its spec and prints back the same."""
     assert parse_bind(text) == spec
     assert str(spec) == (text if not text.startswith(":") else "0.0.0.0" + text)
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "hint"),
+    [
+        ("127.0.0.1:80", errno.EACCES, True),
+        ("[::1]:1023", errno.EACCES, True),
+        ("127.0.0.1:1024", errno.EACCES, False),  # denied for another reason
+        ("127.0.0.1:0", errno.EACCES, False),
+        ("127.0.0.1:80", errno.EADDRINUSE, False),
+        ("unix:/run/x.sock", errno.EACCES, False),
+    ],
+)
+def test_bind_error_explained(text, code, hint):
+    """EACCES on a port below 1024 says what is needed; other failures keep strerror."""
+    exc = OSError(code, os.strerror(code))
+    explained = parse_bind(text).explain(exc)
+    if hint:
+        assert explained == (
+            f"{os.strerror(code)} (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+        )
+    else:
+        assert explained == os.strerror(code)
 
 
 def test_effective_binds_shortcuts():

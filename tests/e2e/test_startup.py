@@ -6,11 +6,13 @@ import contextlib
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -31,9 +33,12 @@ LOOPS = [
 ]
 
 
-def run_to_exit(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+def run_to_exit(
+    *args: str, timeout: float = 20, wrap: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run corral (under ``wrap``, a command prefix, if given) until it exits."""
     return subprocess.run(
-        [sys.executable, "-m", "corral", *args, "--app-dir", str(ROOT)],
+        [*wrap, sys.executable, "-m", "corral", *args, "--app-dir", str(ROOT)],
         capture_output=True,
         text=True,
         timeout=timeout * TIME_FACTOR,
@@ -136,6 +141,34 @@ def test_port_in_use_exit_5():
         holder.close()
     assert proc.returncode == 5
     assert f"cannot bind 127.0.0.1:{port}: Address already in use" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+#: A port below 1024 (only the permission check is reached: nothing listens on it).
+PRIVILEGED_PORT = 80
+
+
+def _unprivileged() -> tuple[str, ...]:
+    """A command prefix that runs corral as an unprivileged user (nobody), or skip."""
+    start = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+    if start.exists() and int(start.read_text()) <= PRIVILEGED_PORT:
+        pytest.skip(f"this kernel lets anyone bind port {PRIVILEGED_PORT}")
+    if os.geteuid() != 0:
+        return ()
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv (util-linux) is needed to drop root for this test")
+    return (setpriv, "--reuid=65534", "--regid=65534", "--clear-groups")
+
+
+def test_privileged_port_as_a_normal_user_says_why():
+    """A port below 1024 without the privilege: exit 5, one line that says what is needed."""
+    proc = run_to_exit("tests.apps:hello", "--port", str(PRIVILEGED_PORT), wrap=_unprivileged())
+    assert proc.returncode == 5, proc.stderr
+    assert proc.stderr.strip().endswith(
+        f"cannot bind 127.0.0.1:{PRIVILEGED_PORT}: Permission denied "
+        "(ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+    ), proc.stderr
     assert "Traceback" not in proc.stderr
 
 
