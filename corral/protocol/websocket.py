@@ -63,10 +63,10 @@ Rules:
 Timers: ``next_deadline()`` says when ``tick(now)`` has work; ``-inf`` means "call it
 now", which starts a timer whose start the core could not know (after ``accept`` and
 ``send_close``, which take no time). FAILING's grace runs from the read that brought
-the bad input (from the first tick if that was inside ``accept``). Keepalive pings go out after ``ping_interval_s``
-without inbound bytes. A ping is answered if any inbound bytes arrive within
-``ping_timeout_s``: a peer busy uploading one huge frame cannot slip a Pong into it,
-yet is plainly alive.
+the bad input (from the first tick if that was inside ``accept``). Keepalive pings go
+out after ``ping_interval_s`` without inbound bytes. A ping is answered if any inbound
+bytes arrive within ``ping_timeout_s``: a peer busy uploading one huge frame cannot
+slip a Pong into it, yet is plainly alive.
 
 What this file must not know: sockets, event loops, clocks, ASGI message dicts,
 logging, the application.
