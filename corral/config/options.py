@@ -297,8 +297,8 @@ class Config:
     max_worker_memory: int | None = option(
         None,
         "Replace a worker whose resident memory exceeds this many MiB (sampled each "
-        "second); it serves until its successor is ready, or is retired at once when 10% "
-        "over. Leave room for up to 8 MiB of freed memory a busy worker keeps for reuse.",
+        "second); it serves until its successor is ready, unless a second later it is still "
+        "10% over. Leave room for up to 8 MiB of freed memory a busy worker keeps for reuse.",
         N,
         WORKERS,
         minimum=1,

@@ -60,7 +60,8 @@ class WorkerRecycleRequested:
 
     pid: int
     reason: str
-    #: Past its limit plus LIMIT_SLACK: retire it now, without waiting for its successor.
+    #: Past its limit plus LIMIT_SLACK: if its replacement is already under way, retire it
+    #: now, without waiting for its successor.
     retire_now: bool = False
 
 

@@ -331,8 +331,9 @@ class Master:
         """Recycle requests for READY workers over --max-worker-memory (once a second).
 
         Over the limit, the replacement starts (the worker serves until its successor is
-        READY); over the limit plus LIMIT_SLACK, the request says ``retire_now`` and the
-        worker is retired at once (state.py, "Limits keep their numbers").
+        READY); over the limit plus LIMIT_SLACK, the request says ``retire_now``, and a
+        worker whose replacement a previous sample started is retired without waiting
+        for its successor (state.py, "Limits keep their numbers").
         """
         limit_mib = self.config.max_worker_memory
         now = time.monotonic()

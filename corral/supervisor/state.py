@@ -50,8 +50,9 @@ slots live in ``pool.py``, and the timers and crash accounting in ``policy.py``.
 #   READY + lifetime + 10 % (one waiting its turn, or whose successor boots slowly) is
 #   retired then: it is retired by lifetime + 10 % (while RUNNING; a reload replaces it).
 # - Max memory: the loop samples every second. The first sample over the limit starts
-#   the replacement (the worker stays over it for about one boot time); a sample over
-#   the limit + 10 % comes with retire_now and the worker is retired at once.
+#   the replacement (the worker stays over it for about one boot time). A later sample
+#   that finds it more than 10 % over with its successor still not READY (retire_now)
+#   retires it then: it is over the limit + 10 % for at most about a second.
 # - Heartbeat: a worker silent for worker_timeout_s - dump_lead_s gets DUMP_STACK (its
 #   stack is logged first) and its successor is spawned at once. The successor takes its
 #   place as soon as it is READY; the silent worker is SIGKILLed (not retired: its loop
@@ -381,12 +382,14 @@ class Supervisor:
         if worker is None or worker.stopping or worker.ready_at is None:
             return []
         actions: list[Action] = []
-        if worker.recycle_reason is None:  # else asked already (memory is sampled every second)
+        under_way = worker.recycle_reason is not None  # memory is sampled every second
+        if not under_way:
             worker.recycle_reason = reason
             actions.append(Log(logging.INFO, f"{describe(worker)} will be replaced: {reason}"))
-        # READY and not stopping: the active worker of its slot. One dumped for silence is
-        # left to the heartbeat timer, which kills it as hung.
-        if retire_now and worker.dumped_at is None:
+        # READY and not stopping: the active worker of its slot. Retired now only if its
+        # replacement was under way before this sample: a successor always gets a chance
+        # (a second) to take over. One dumped for silence is left to the heartbeat timer.
+        if retire_now and under_way and worker.dumped_at is None:
             slot = self._pool.slots[worker.slot]
             why = f"{reason}, more than 10% over the limit: not waiting for its successor"
             actions += self._pool.retire_active(slot, why, self._now)

@@ -180,11 +180,12 @@ def test_lifetime_limit_leaves_a_hung_worker_to_the_heartbeat() -> None:
 
 
 def test_memory_over_the_limit_plus_ten_percent_retires_at_once() -> None:
-    """Over the limit: a successor starts. Over the limit + 10%: retired without waiting."""
+    """Over the limit: a successor starts, even 10% over. Still 10% over a sample later:
+    retired without waiting for that successor."""
     loop = booted()
-    over = loop.feed(WorkerRecycleRequested(100, "resident memory 101 MiB"))
+    over = loop.feed(WorkerRecycleRequested(100, "resident memory 120 MiB", retire_now=True))
     assert spawns(over) == [(0, 1)]  # pid 102
-    assert sent(over) == []
+    assert sent(over) == []  # the first sample only starts the successor
     far_over = loop.feed(WorkerRecycleRequested(100, "resident memory 111 MiB", retire_now=True))
     assert sent(far_over) == [(100, RETIRE)]
     assert spawns(far_over) == []  # its successor is starting already
@@ -199,7 +200,7 @@ def test_memory_over_the_limit_plus_ten_percent_retires_at_once() -> None:
 def test_memory_retire_now_leaves_a_hung_worker_to_the_heartbeat() -> None:
     """A worker dumped for silence is not retired for memory: it is about to be killed."""
     loop = booted(workers=1)
-    loop.tick(9.0)  # dumped, successor 101 spawned
+    loop.tick(9.0)  # dumped, successor 101 spawned (its replacement is under way)
     far_over = loop.feed(WorkerRecycleRequested(100, "resident memory 999 MiB", retire_now=True))
     assert sent(far_over) == []
     assert kills(loop.tick(10.0)) == [100]
