@@ -1,7 +1,9 @@
 """The asyncio transport adapter: one :class:`HTTPConnection` per TCP or unix connection.
 
-``data_received`` feeds the sans-I/O core and dispatches its events; the request
-cycle calls back into this object to write and to pause or resume reading. Deadlines
+``data_received`` feeds the sans-I/O core and dispatches its events. For the request in
+progress the connection is the cycle's :class:`~corral.workers.channel.RequestChannel`:
+the cycle writes and pauses or resumes reading through it, and never sees the core or
+the transport. Deadlines
 are not timers: each connection records one ``deadline`` and its :class:`Deadline`
 reason, and the worker's sweep (every :data:`~corral.workers.server.SWEEP_INTERVAL_S`)
 calls :meth:`HTTPConnection.deadline_passed` on the connections whose deadline passed.
@@ -36,12 +38,15 @@ import contextlib
 import enum
 import logging
 import socket
-from typing import TYPE_CHECKING, Any, cast, final
+from typing import IO, TYPE_CHECKING, Any, cast, final
 
 from corral.protocol.http import Event, HTTPCore, ProtocolError, UpgradeRequest, simple_response
 from corral.protocol.request import Data, EndOfMessage, Request
 from corral.protocol.response import REASONS
+from corral.workers.channel import Exchange, Headers
 from corral.workers.cycle import CycleState, RequestCycle
+from corral.workers.filesend import send_file
+from corral.workers.scope import http_scope
 
 if TYPE_CHECKING:
     from corral.workers.server import WorkerServer
@@ -286,7 +291,18 @@ class HTTPConnection(asyncio.Protocol):
         server = self.server
         if not self.write_paused:
             self.clear_deadline()
-        cycle = self.cycle = RequestCycle(self, request)
+        scope = http_scope(
+            server,
+            http_version="1.1" if request.http_version == b"1.1" else "1.0",
+            method=request.method,
+            target=request.target,
+            headers=request.headers,
+            client=self.client,
+            server_addr=self.server_addr,
+            tls=self.tls,
+            proxy_trusted=self.proxy_trusted,
+        )
+        cycle = self.cycle = RequestCycle(self, scope, request.method, request.target)
         if server.admit():
             eager = self._eager
             self._eager = False
@@ -312,7 +328,51 @@ class HTTPConnection(asyncio.Protocol):
                 return
         self.send_error(event.status, cycle)
 
-    # -- called by the cycle -----------------------------------------------------------------
+    def request_scope(self, request: Request) -> dict[str, Any]:
+        """The ASGI scope of ``request`` on this connection (for the WebSocket hand-over;
+        ``_start_cycle`` makes the same call inline, one call fewer per request)."""
+        return http_scope(
+            self.server,
+            http_version="1.1" if request.http_version == b"1.1" else "1.0",
+            method=request.method,
+            target=request.target,
+            headers=request.headers,
+            client=self.client,
+            server_addr=self.server_addr,
+            tls=self.tls,
+            proxy_trusted=self.proxy_trusted,
+        )
+
+    # -- the request channel (see channel.py), called by the cycle ------------------------------
+
+    def send_response(self, status: int, headers: Headers, body: bytes | None = None) -> None:
+        server = self.server
+        self.core.send_response(status, headers, server.defaults, server.draining, body)
+
+    def send_body(self, data: bytes) -> None:
+        self.core.send_body(data)
+
+    def send_end(self) -> None:
+        self.core.send_end()
+
+    async def send_file(self, file: IO[bytes], offset: int, count: int) -> None:
+        parts = self.core.frame_file(count)  # raises before anything is written
+        self.flush()
+        transport = self.transport
+        if parts is not None and transport is not None:
+            transport.write(parts[0])
+            await send_file(self.loop, transport, file, offset, count, self.wait_writable)
+            transport.write(parts[1])
+
+    def expects_continue(self) -> bool:
+        return self.core.they_are_waiting_for_100_continue
+
+    def discard_unsent(self) -> None:
+        self.core.data_to_send()
+
+    def cut(self, cycle: Exchange) -> None:
+        self.abort()
+        self.server.log_access(self, cycle.status, cycle.bytes_sent, cycle)
 
     def send_continue(self) -> None:
         self.core.send_continue()
@@ -351,7 +411,7 @@ class HTTPConnection(asyncio.Protocol):
             self.flush()
 
     def send_error(
-        self, status: int, cycle: RequestCycle | None = None, *, retry_after: bool = False
+        self, status: int, cycle: Exchange | None = None, *, retry_after: bool = False
     ) -> None:
         """Answer with a plain error response and close. Call only if nothing was written.
 
@@ -431,7 +491,7 @@ class HTTPConnection(asyncio.Protocol):
                 waiter = self._drain_waiter = self.loop.create_future()
             await asyncio.shield(waiter)
 
-    def response_finished(self, cycle: RequestCycle) -> None:
+    def response_finished(self, cycle: Exchange) -> None:
         """The cycle sent its last byte: log, and get ready for the next request."""
         server = self.server
         if server.access_log:
@@ -459,9 +519,9 @@ class HTTPConnection(asyncio.Protocol):
             self._resume()
         self._handle_events()
 
-    def cycle_finished(self, cycle: RequestCycle) -> None:
+    def cycle_finished(self, completed: bool) -> None:
         """The app's task ended (after or without a full response)."""
-        if cycle.state is not CycleState.DONE:
+        if not completed:
             # response_finished() released the slot of a completed response. An
             # incomplete one always ends with the connection closed or cut (_fail).
             self.server.release()

@@ -14,6 +14,11 @@ the head is finally serialised still becomes a clean 500; and the head and the f
 chunk go out in one write. Once STREAMING, a failure can only cut the connection: a
 truncated body must never look complete.
 
+The cycle knows its connection only as a :class:`~corral.workers.channel.RequestChannel`
+(it never touches a protocol core, a transport or the worker's shared state), so the
+same cycle runs on an HTTP/1.1 connection or an HTTP/2 stream. The scope comes ready
+made (``scope.py``).
+
 ``disconnected`` is not a state but a fact about the peer: it can become true in any
 state, after which ``send`` raises :class:`ClientDisconnected` (an ``OSError``, spec
 2.4) and ``receive`` returns ``http.disconnect``. An EOF from the client is weaker: the
@@ -28,16 +33,11 @@ import enum
 import logging
 import os
 from time import perf_counter
-from typing import IO, TYPE_CHECKING, Any, final
-from urllib.parse import unquote
+from typing import IO, Any, final
 
 from corral.protocol.http import LocalProtocolError
-from corral.protocol.request import Request
-from corral.workers.filesend import send_file
-from corral.workers.types import ASGI_WWW, ASGIApp, ClientDisconnected, Message
-
-if TYPE_CHECKING:
-    from corral.workers.connection import HTTPConnection
+from corral.workers.channel import RequestChannel
+from corral.workers.types import ASGIApp, ClientDisconnected, Message
 
 logger = logging.getLogger("corral.error")
 
@@ -57,53 +57,15 @@ class CycleState(enum.Enum):
     FAILED = "failed"
 
 
-def http_scope(conn: HTTPConnection, request: Request) -> dict[str, Any]:
-    """The ASGI HTTP scope of ``request`` (every key of spec 2.5)."""
-    server = conn.server
-    raw_path, _, query = request.target.partition(b"?")
-    if raw_path[:1] != b"/" and b"://" in raw_path:
-        # absolute-form (RFC 9112 section 3.2.2): serve the path part.
-        rest = raw_path.split(b"://", 1)[1]
-        slash = rest.find(b"/")
-        raw_path = rest[slash:] if slash >= 0 else b"/"
-    path = raw_path.decode("ascii")  # h11 admits only visible ASCII in a target
-    if "%" in path:
-        path = unquote(path)
-    root_path = server.root_path
-    extensions: dict[str, Any] = {"http.response.pathsend": {}, "http.response.zerocopysend": {}}
-    if conn.tls is not None:
-        extensions["tls"] = conn.tls  # only on TLS connections (ASGI TLS spec)
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": ASGI_WWW.copy(),  # an app may change its own scope
-        "http_version": "1.1" if request.http_version == b"1.1" else "1.0",
-        "server": conn.server_addr,
-        "client": conn.client,
-        "scheme": server.scheme,
-        "method": request.method.decode("ascii"),
-        "root_path": root_path,
-        # The spec's WSGI mapping: PATH_INFO is path with root_path stripped.
-        "path": root_path + path if root_path else path,
-        "raw_path": raw_path,
-        "query_string": query,
-        "headers": request.headers,  # the core built this list for this scope
-        "state": server.lifespan_state.copy(),  # shallow: startup objects are shared
-        "extensions": extensions,
-    }
-    if server.proxy is not None:
-        server.proxy.apply(scope, conn.proxy_trusted)
-    return scope
-
-
 @final
 class RequestCycle:
-    """Runs the app for one request and translates its messages for the HTTP core."""
+    """Runs the app for one request and translates its messages for the channel."""
 
     __slots__ = (
         "_body",
         "_body_size",
-        "_conn",
-        "_continue_sent",
+        "_channel",
+        "_continue_checked",
         "_end_delivered",
         "_headers",
         "_input_closed",
@@ -120,11 +82,14 @@ class RequestCycle:
         "target",
     )
 
-    def __init__(self, conn: HTTPConnection, request: Request) -> None:
-        self._conn = conn
-        self.scope = http_scope(conn, request)
-        self.method = request.method
-        self.target = request.target
+    def __init__(
+        self, channel: RequestChannel, scope: dict[str, Any], method: bytes, target: bytes
+    ) -> None:
+        self._channel = channel
+        self.scope = scope
+        #: The request line's method and target as received (for the access log).
+        self.method = method
+        self.target = target
         self.state = CycleState.AWAIT_START
         self._body: list[bytes] = []
         self._body_size = 0
@@ -132,12 +97,12 @@ class RequestCycle:
         self.disconnected = False
         self._input_closed = False  # the client sent EOF (it may still read)
         self._waiter: asyncio.Future[None] | None = None
-        self._continue_sent = False
+        self._continue_checked = False
         self._end_delivered = False
         self.status = 0
         self._headers: list[tuple[bytes, bytes]] = []
         # RFC 9110 sections 9.3.2, 15.3.5, 15.4.5: no body on HEAD, 204 and 304.
-        self._no_body = request.method == b"HEAD"
+        self._no_body = method == b"HEAD"
         self.bytes_sent = 0
         # For the access log's duration: perf_counter, not the loop's clock, which is
         # 1 ms coarse on uvloop (whole milliseconds, 0.0 for most fast requests).
@@ -149,7 +114,7 @@ class RequestCycle:
         self._body.append(data)
         self._body_size += len(data)
         if self._body_size > BODY_HIGH_WATER_BYTES:
-            self._conn.pause_reading_for_body()
+            self._channel.pause_reading_for_body()
         self._wake()
 
     def feed_end(self) -> None:
@@ -199,7 +164,7 @@ class RequestCycle:
                     logger.error("ASGI application returned without completing the response")
                 self._fail()
         finally:
-            self._conn.cycle_finished(self)
+            self._channel.cycle_finished(self.state is CycleState.DONE)
 
     def _fail(self) -> None:
         """End a cycle that did not complete: 500 if nothing was written, else cut it."""
@@ -209,32 +174,33 @@ class RequestCycle:
         self.state = CycleState.FAILED
         if self.disconnected:
             return
-        conn = self._conn
         if state is CycleState.STREAMING:
-            conn.abort()  # a truncated body must not look complete
-            conn.server.log_access(conn, self.status, self.bytes_sent, self)
+            self._channel.cut(self)  # a truncated body must not look complete
         else:
-            conn.send_error(500, self)
+            self._channel.send_error(500, self)
 
     async def receive(self) -> Message:
-        conn = self._conn
-        if not self._continue_sent and conn.core.they_are_waiting_for_100_continue:
+        channel = self._channel
+        if not self._continue_checked:
             # RFC 9110 section 10.1.1: send 100 only once the app asks for the body, and
-            # only while no final response has been written.
-            self._continue_sent = True
+            # only while no final response has been written. Asked once: a client that
+            # does not wait for a 100 at the first receive() never starts to.
+            self._continue_checked = True
             state = self.state
-            if not self.disconnected and (
-                state is CycleState.AWAIT_START or state is CycleState.HEAD_HELD
+            if (
+                channel.expects_continue()
+                and not self.disconnected
+                and (state is CycleState.AWAIT_START or state is CycleState.HEAD_HELD)
             ):
-                conn.send_continue()
+                channel.send_continue()
         if not self._body and self.more_body and self._waiting_allowed():
-            conn.wait_for_body()
+            channel.wait_for_body()
             try:
                 while not self._body and self.more_body and self._waiting_allowed():
-                    waiter = self._waiter = conn.loop.create_future()
+                    waiter = self._waiter = channel.loop.create_future()
                     await waiter
             finally:
-                conn.body_wait_over()
+                channel.body_wait_over()
         if self._waiting_allowed() and (
             self._body or (not self.more_body and not self._end_delivered)
         ):
@@ -243,7 +209,7 @@ class RequestCycle:
             self._body = []
             self._body_size = 0
             if self.more_body:
-                conn.resume_reading_for_body()
+                channel.resume_reading_for_body()
             else:
                 self._end_delivered = True
             return {"type": "http.request", "body": body, "more_body": self.more_body}
@@ -252,7 +218,7 @@ class RequestCycle:
         # that leave close both sides, and apps wait on this to notice it), while send()
         # keeps working for one that only half-closed.
         while self._waiting_allowed() and not self._input_closed:
-            waiter = self._waiter = conn.loop.create_future()
+            waiter = self._waiter = channel.loop.create_future()
             await waiter
         return {"type": "http.disconnect"}
 
@@ -301,52 +267,58 @@ class RequestCycle:
                 raise RuntimeError(f"response body must be bytes, not {type(body).__name__}")
             body = bytes(body)
         more = message.get("more_body", False)
-        conn = self._conn
-        core = conn.core
+        channel = self._channel
         try:
             if state is CycleState.HEAD_HELD and not more:
                 # The usual answer, one body message: head, body and end in one call.
                 # Invalid names or values (response splitting) are refused here.
-                server = conn.server
                 whole = b"" if self._no_body else body
-                core.send_response(
-                    self.status, self._headers, server.defaults, server.draining, whole
-                )
+                channel.send_response(self.status, self._headers, whole)
                 self.bytes_sent = len(whole)
             else:
                 if state is CycleState.HEAD_HELD:
-                    server = conn.server
-                    core.send_response(self.status, self._headers, server.defaults, server.draining)
+                    channel.send_response(self.status, self._headers)
                     self.state = CycleState.STREAMING
                 if body and not self._no_body:
-                    core.send_body(body)
+                    channel.send_body(body)
                     self.bytes_sent += len(body)
                 if not more:
-                    core.send_end()
+                    channel.send_end()
         except LocalProtocolError as exc:
             # A bad head, or a body that does not match its Content-Length (RFC 9112
             # section 6.3): this response cannot be sent.
-            self.state = CycleState.FAILED
-            if state is CycleState.HEAD_HELD:
-                core.data_to_send()  # the head was never written: drop it, answer 500
-                self.bytes_sent = 0
-                conn.send_error(500, self)
-            else:
-                conn.abort()
-                conn.server.log_access(conn, self.status, self.bytes_sent, self)
+            self._refused(state)
             raise RuntimeError(f"invalid response: {exc}") from None
         if not more:
-            conn.flush()
+            channel.flush()
             self.state = CycleState.DONE
             self._wake()  # a receive() waiting for the end returns http.disconnect
-            conn.response_finished(self)
+            channel.response_finished(self)
             return
         # More to come: chunks sent in one go leave in one write (see flush_soon).
-        conn.flush_soon()
-        if conn.write_paused:
-            await conn.wait_writable()
+        channel.flush_soon()
+        if channel.write_paused:
+            await channel.wait_writable()
             if self.disconnected:
                 raise ClientDisconnected("client disconnected")
+
+    def _refused(self, state: CycleState) -> None:
+        """The channel refused the response (LocalProtocolError) in ``state``: answer 500
+        if its head was never written, else cut it."""
+        self.state = CycleState.FAILED
+        channel = self._channel
+        if state is CycleState.HEAD_HELD:
+            channel.discard_unsent()  # the head was never written: drop it, answer 500
+            self.bytes_sent = 0
+            channel.send_error(500, self)
+        else:
+            channel.cut(self)
+
+    def _done(self) -> None:
+        """The last byte is out: the response is complete (``send`` does this inline)."""
+        self.state = CycleState.DONE
+        self._wake()
+        self._channel.response_finished(self)
 
     async def _send_file(self, message: Message, kind: str, state: CycleState) -> None:
         """``http.response.pathsend`` and ``http.response.zerocopysend``: a file's bytes
@@ -357,8 +329,7 @@ class RequestCycle:
         zerocopysend takes an open file (``offset`` and ``count`` optional) and may be
         mixed with body messages (``more_body`` as for them).
         """
-        conn = self._conn
-        core = conn.core
+        channel = self._channel
         opened: IO[bytes] | None = None
         try:
             if kind == "http.response.pathsend":
@@ -385,39 +356,27 @@ class RequestCycle:
                 )
                 more = bool(message.get("more_body", False))
             if self.state is CycleState.HEAD_HELD:
-                server = conn.server
-                core.send_response(self.status, self._headers, server.defaults, server.draining)
+                channel.send_response(self.status, self._headers)
                 self.state = CycleState.STREAMING
-            parts = None if self._no_body else core.frame_file(count)
-        except LocalProtocolError as exc:
-            if opened is not None:
-                opened.close()
-            self.state = CycleState.FAILED
-            if state is CycleState.HEAD_HELD:
-                core.data_to_send()
-                conn.send_error(500, self)
-            else:
-                conn.abort()
-            raise RuntimeError(f"invalid response: {exc}") from None
-        try:
-            conn.flush()
-            transport = conn.transport
-            if parts is not None and transport is not None:
-                transport.write(parts[0])
-                await send_file(conn.loop, transport, file, offset, count, conn.wait_writable)
-                transport.write(parts[1])
+            if not self._no_body:
+                await channel.send_file(file, offset, count)
                 self.bytes_sent += count
+        except LocalProtocolError as exc:
+            # Raised before any byte of the file was written (see RequestChannel).
+            self._refused(state)
+            raise RuntimeError(f"invalid response: {exc}") from None
         except BaseException:
-            self.state = CycleState.FAILED
-            conn.abort()
+            # Failing before the head was framed (a bad path, a pathsend out of order)
+            # is left to run(), which still answers 500; once streaming, cut.
+            if self.state is CycleState.STREAMING:
+                self.state = CycleState.FAILED
+                channel.cut(self)
             raise
         finally:
             if opened is not None:
                 opened.close()
         if more:
             return
-        core.send_end()
-        conn.flush()
-        self.state = CycleState.DONE
-        self._wake()
-        conn.response_finished(self)
+        channel.send_end()
+        channel.flush()
+        self._done()

@@ -26,6 +26,10 @@ from corral.workers.tls import ServerTLS
 from corral.workers.types import ASGIApp
 
 if TYPE_CHECKING:
+    from corral.workers.channel import Exchange, ServedConnection
+
+    # Only to type the WebSocket hand-over, which moves out of here with the message
+    # channel (issue 14, item 2).
     from corral.workers.connection import HTTPConnection
     from corral.workers.cycle import RequestCycle
 
@@ -110,7 +114,7 @@ class WorkerServer:
         self.timeout_write = config.timeout_write
         self.limit_concurrency = config.limit_concurrency or 0
         self.access_log = config.access_log
-        self.connections: set[HTTPConnection] = set()
+        self.connections: set[ServedConnection] = set()
         # Strong references to the running app tasks: the event loop keeps only weak
         # ones, and an app awaiting something nobody else references could be collected.
         self.tasks: set[asyncio.Task[None]] = set()
@@ -182,7 +186,7 @@ class WorkerServer:
     # -- logging ------------------------------------------------------------------------------
 
     def log_access(
-        self, conn: HTTPConnection, status: int, size: int, cycle: RequestCycle | None
+        self, conn: ServedConnection, status: int, size: int, cycle: Exchange | None
     ) -> None:
         """One access line, when a response completed or was cut (``cycle`` may be None
         for an error answered before a request was parsed)."""

@@ -58,7 +58,6 @@ from corral.protocol.websocket import (
     WebSocketLimits,
     WebSocketState,
 )
-from corral.workers.cycle import http_scope
 from corral.workers.types import ASGIApp, ClientDisconnected, Message
 
 if TYPE_CHECKING:
@@ -167,7 +166,7 @@ class WebSocketSession:
         self._messages_out = 0
         self._bytes_in = len(event.trailing)
         self._bytes_out = 0
-        scope = http_scope(conn, event.request)
+        scope = conn.request_scope(event.request)
         del scope["method"]
         scope["type"] = "websocket"
         # http_scope chose http or https (TLS, or a trusted proxy's forwarding headers).

@@ -51,6 +51,7 @@ from corral.lifecycle import ExitCode, RequestBudget, WorkerMessage, WorkerSigna
 from corral.logs import reopen_log_files
 from corral.workers.accept import Acceptor, LoadTable
 from corral.workers.app import AppLoadError, load_app
+from corral.workers.channel import ServedConnection
 from corral.workers.connection import HTTPConnection
 from corral.workers.devserver import ErrorPage, lifespan_error_page, load_or_error_page
 from corral.workers.lifespan import Lifespan
@@ -488,7 +489,7 @@ class Worker:
             await asyncio.wait(tasks, timeout=CANCEL_WAIT_S)
 
 
-class _ConnectionSet(set[HTTPConnection]):
+class _ConnectionSet(set[ServedConnection]):
     """``WorkerServer.connections`` that calls ``on_discard(remaining)`` after each close.
 
     Connections add and discard themselves (connection_made / connection_lost), so this
