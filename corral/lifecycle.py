@@ -87,6 +87,30 @@ class WorkerSignal:
     DUMP_STACK = signal.SIGUSR2
 
 
+class MasterSignal:
+    """The signals the master acts on, by number: the state machine knows signals only as
+    these numbers (it imports no ``signal``; see tests/test_layering.py)."""
+
+    TERM = signal.SIGTERM
+    INT = signal.SIGINT
+    QUIT = signal.SIGQUIT
+    HUP = signal.SIGHUP
+    TTIN = signal.SIGTTIN
+    TTOU = signal.SIGTTOU
+    USR1 = signal.SIGUSR1
+    USR2 = signal.SIGUSR2
+    #: Not sent to the master: how a worker killed from outside (the OOM killer) died.
+    KILL = signal.SIGKILL
+
+
+def signal_name(signum: int) -> str:
+    """``SIGTERM`` for 15; ``signal 99`` for a number that names no signal."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
 #: The early RECYCLE (``RequestBudget``) predicts the requests served while the successor
 #: starts from the worker's own boot time (creation to READY) times this, plus
 #: RECYCLE_MARGIN_S. The factor covers what that measure misses: the fork, a successor

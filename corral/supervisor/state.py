@@ -11,8 +11,9 @@ slots live in ``pool.py``, and the timers and crash accounting in ``policy.py``.
 # ===================
 #
 # What this file must not know: processes, pipes, sockets, clocks, config files. It never
-# imports os, time, socket or asyncio (``signal`` only for signal numbers, ``logging`` only
-# for level numbers). Time arrives in ``Tick(now)``: every other event happens "at the last
+# imports os, signal, time, socket or asyncio (signal numbers and names come from
+# corral.lifecycle; ``logging`` only for level numbers), and tests/test_layering.py checks
+# that for this file and its helpers. Time arrives in ``Tick(now)``: every other event happens "at the last
 # Tick", so the loop feeds a Tick right after waking up, before the events it gathered.
 # ``next_deadline()`` says when the next Tick would change anything.
 #
@@ -117,11 +118,10 @@ from __future__ import annotations
 
 import enum
 import logging
-import signal
 from collections.abc import Iterable
 from typing import final
 
-from corral.lifecycle import FATAL_WORKER_EXITS, ExitCode, WorkerSignal
+from corral.lifecycle import FATAL_WORKER_EXITS, ExitCode, MasterSignal, WorkerSignal, signal_name
 from corral.supervisor.events import (
     Action,
     AdoptedWorker,
@@ -170,13 +170,6 @@ class State(enum.Enum):
 
 class SupervisorUsageError(RuntimeError):
     """The loop broke the Spawn -> Spawned/SpawnFailed ordering rule."""
-
-
-def _signame(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
 
 
 @final
@@ -283,30 +276,30 @@ class Supervisor:
     # -- event handlers -------------------------------------------------------------------
 
     def _on_signal(self, signum: int) -> list[Action]:
-        name = _signame(signum)
-        if signum in (signal.SIGTERM, signal.SIGINT):
+        name = signal_name(signum)
+        if signum in (MasterSignal.TERM, MasterSignal.INT):
             fast = self._state is State.STOPPING
             return self._stop(f"{name}: {'fast' if fast else 'graceful'} stop", fast=fast)
-        if signum == signal.SIGQUIT:
+        if signum == MasterSignal.QUIT:
             return self._stop(f"{name}: fast stop", fast=True)
-        if signum == signal.SIGUSR1:
+        if signum == MasterSignal.USR1:
             reopen = [SendSignal(pid, WorkerSignal.REOPEN_LOGS) for pid in self._pool.procs]
             return [ReopenLogs(), *reopen]
         if self._state is State.STOPPING:
             return [Log(logging.INFO, f"{name} ignored while stopping")]
-        if signum == signal.SIGHUP:
+        if signum == MasterSignal.HUP:
             return self._reload(name, None)
-        if signum == signal.SIGTTIN:
+        if signum == MasterSignal.TTIN:
             self._target += 1
             self._stable_target += 1
             return [Log(logging.INFO, f"{name}: {self._target} workers")]
-        if signum == signal.SIGTTOU:
+        if signum == MasterSignal.TTOU:
             if self._target == 1:
                 return [Log(logging.INFO, f"{name} ignored: already at one worker")]
             self._target -= 1
             self._stable_target = max(1, self._stable_target - 1)
             return [Log(logging.INFO, f"{name}: {self._target} workers")]
-        if signum == signal.SIGUSR2:
+        if signum == MasterSignal.USR2:
             # systemd (Type=notify-reload) hears READY=1 from the new master once its
             # first generation serves.
             return [
@@ -401,7 +394,7 @@ class Supervisor:
             # Not ours: as PID 1 we reap orphans reparented to us too.
             return []
         if event.signal is not None:
-            how = f"killed by {_signame(event.signal)}"
+            how = f"killed by {signal_name(event.signal)}"
         else:
             how = f"exit code {event.exit_code}"
         if worker.stopping:
@@ -413,7 +406,7 @@ class Supervisor:
                 worker.slot, worker.generation, f"exited before READY ({how})", event.exit_code
             )
         slot.active = None
-        if event.signal == signal.SIGKILL:
+        if event.signal == MasterSignal.KILL:
             slot.not_before = self._now
             return [
                 Log(
