@@ -8,8 +8,7 @@ file, at module level, inside functions and under ``TYPE_CHECKING`` alike:
   master-worker contract, lives below both in ``corral/lifecycle.py``);
 - the supervisor's state machine and its pure helpers import no I/O, clock or process
   module, and of corral only each other and ``corral.lifecycle``;
-- the import graph has no cycle but the one listed in KNOWN_CYCLES (the test fails when
-  it is gone too, so the list stays true).
+- the import graph has no cycle.
 """
 
 from __future__ import annotations
@@ -30,12 +29,6 @@ IMPURE = frozenset(
     {"asyncio", "os", "selectors", "signal", "socket", "subprocess", "threading", "time"}
 )
 
-#: Cycles that exist today, each as the sorted tuple of its modules. The server types the
-#: WebSocket hand-over with the connection class; the hand-over moves out of the server
-#: with the message channel (issue 14, item 2), and this ring with it.
-KNOWN_CYCLES = {
-    ("corral.workers.connection", "corral.workers.scope", "corral.workers.server"),
-}
 
 
 def module_name(path: Path) -> str:
@@ -132,14 +125,14 @@ def cycles(graph: dict[str, set[str]]) -> set[tuple[str, ...]]:
     return found
 
 
-def test_no_import_cycle_but_the_known_one() -> None:
+def test_no_import_cycle() -> None:
     """Modules that import each other, directly or around a ring, are a design smell."""
     known = modules()
     graph = {name: corral_imports(path, known) for name, path in known.items()}
     # A package's __init__ re-exports its modules; importing the package is not a cycle.
     for name in graph:
         graph[name] = {m for m in graph[name] if not name.startswith(m + ".")}
-    assert cycles(graph) == KNOWN_CYCLES
+    assert cycles(graph) == set()
 
 
 def test_the_cycle_finder_finds_a_ring() -> None:

@@ -13,8 +13,9 @@ slots live in ``pool.py``, and the timers and crash accounting in ``policy.py``.
 # What this file must not know: processes, pipes, sockets, clocks, config files. It never
 # imports os, signal, time, socket or asyncio (signal numbers and names come from
 # corral.lifecycle; ``logging`` only for level numbers), and tests/test_layering.py checks
-# that for this file and its helpers. Time arrives in ``Tick(now)``: every other event happens "at the last
-# Tick", so the loop feeds a Tick right after waking up, before the events it gathered.
+# that for this file and its helpers. Time arrives in ``Tick(now)``: every other event
+# happens "at the last Tick", so the loop feeds a Tick right after waking up, before the
+# events it gathered.
 # ``next_deadline()`` says when the next Tick would change anything.
 #
 # Slots. The server wants ``target`` workers, numbered 0..target-1. A slot holds at most

@@ -1,4 +1,4 @@
-"""The seams between a request cycle and the connection it runs on.
+"""The seams between the ASGI objects (request cycle, WebSocket session) and what carries them.
 
 A :class:`~corral.workers.cycle.RequestCycle` runs one ASGI HTTP request. Everything it
 needs from below goes through a :class:`RequestChannel`: writing the response (head,
@@ -125,8 +125,9 @@ class ServedConnection(Protocol):
     client: tuple[str, int] | None
     #: When the connection's current deadline passes (loop time; infinity: none).
     deadline: float
-    #: The WebSocket session the connection was handed to, or None (plain HTTP).
-    websocket: object
+    @property
+    def websocket(self) -> object:
+        """The WebSocket session this connection carries, or None (plain HTTP)."""
 
     def deadline_passed(self) -> None:
         """Act on the deadline that passed (close, 408, cut)."""
@@ -136,3 +137,35 @@ class ServedConnection(Protocol):
 
     def abort(self) -> None:
         """Close now, dropping whatever is unsent."""
+
+
+class MessageChannel(Protocol):
+    """What a WebSocket session needs from the connection (or stream) under it: a byte
+    pipe with flow control. HTTP/1.1 gives it the whole connection after the 101
+    (``upgraded.py``); HTTP/2 will give it one extended-CONNECT stream (RFC 8441)."""
+
+    loop: asyncio.AbstractEventLoop
+    #: The peer does not take more now; ``wait_writable`` waits until it does.
+    write_paused: bool
+
+    def write(self, data: bytes) -> None:
+        """Send ``data`` (whole frames; call only while not ``closing()``)."""
+
+    def write_buffer_size(self) -> int:
+        """Bytes written and not yet taken by the peer."""
+
+    def pause_reading(self) -> None:
+        """Stop delivering input (the app has too many messages unread)."""
+
+    def resume_reading(self) -> None:
+        """Deliver input again (a no-op once closing)."""
+
+    def closing(self) -> bool:
+        """The connection is closing or closed: nothing more can be written."""
+
+    def close(self) -> None:
+        """Close once the pending bytes are out; a peer that stops reading them is cut
+        after ``--timeout-write``."""
+
+    async def wait_writable(self) -> None:
+        """Return when the peer takes more data again, or the connection is gone."""

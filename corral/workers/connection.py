@@ -47,6 +47,7 @@ from corral.workers.channel import Exchange, Headers
 from corral.workers.cycle import CycleState, RequestCycle
 from corral.workers.filesend import send_file
 from corral.workers.scope import http_scope
+from corral.workers.upgraded import hand_over
 
 if TYPE_CHECKING:
     from corral.workers.server import WorkerServer
@@ -93,6 +94,9 @@ def _addr(info: Any) -> tuple[str, int] | None:
 class HTTPConnection(asyncio.Protocol):
     """Serves HTTP/1.1 on one connection; hands WebSocket upgrades over."""
 
+    #: Never set: an upgrade hands the transport to ``upgraded.py`` and leaves this object.
+    websocket: None = None
+
     __slots__ = (
         "_dispatching",
         "_drain_waiter",
@@ -114,7 +118,6 @@ class HTTPConnection(asyncio.Protocol):
         "server_addr",
         "tls",
         "transport",
-        "websocket",
         "write_paused",
     )
 
@@ -144,7 +147,6 @@ class HTTPConnection(asyncio.Protocol):
         # Streamed body bytes waiting for the end of the loop turn (flush_soon).
         self._held: list[bytes] = []
         self._held_bytes = 0
-        self.websocket: Any = None
         #: The scope's ``tls`` extension on a TLS connection (built once), else None.
         self.tls: dict[str, Any] | None = None
         #: --proxy-headers: whether the peer is a trusted proxy (decided once).
@@ -183,8 +185,6 @@ class HTTPConnection(asyncio.Protocol):
         cycle = self.cycle
         if cycle is not None:
             cycle.disconnect()
-        if self.websocket is not None:
-            self.websocket.connection_lost()
         waiter = self._drain_waiter
         if waiter is not None:
             self._drain_waiter = None
@@ -192,9 +192,6 @@ class HTTPConnection(asyncio.Protocol):
                 waiter.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        if self.websocket is not None:
-            self.websocket.data_received(data)
-            return
         if self._lingering:
             return  # an error response went out: input is dropped until the close
         reason = self.deadline_reason
@@ -207,9 +204,6 @@ class HTTPConnection(asyncio.Protocol):
         self._handle_events()
 
     def eof_received(self) -> bool | None:
-        if self.websocket is not None:
-            result: bool | None = self.websocket.eof_received()
-            return result
         if self._lingering:
             return None  # the client saw the error response and stopped: close now
         self.core.receive_eof()
@@ -233,8 +227,6 @@ class HTTPConnection(asyncio.Protocol):
             transport = self.transport
             if transport is not None and transport.is_closing():
                 pass  # a close is flushing: keep watching it
-            elif self.websocket is not None:
-                self.clear_deadline()  # the session keeps its own timers
             elif self.cycle is None:
                 self.set_deadline(Deadline.IDLE, self.server.timeout_keep_alive)
             else:
@@ -281,9 +273,7 @@ class HTTPConnection(asyncio.Protocol):
             elif isinstance(event, ProtocolError):
                 self._protocol_error(event)
             elif isinstance(event, UpgradeRequest):
-                if not self.write_paused:
-                    self.clear_deadline()  # the head is complete; the session owns it now
-                self.server.start_websocket(self, event)
+                self._upgrade(event)
             elif self.cycle is None:  # ConnectionClosed: the peer sent EOF
                 self.close()
 
@@ -313,6 +303,20 @@ class HTTPConnection(asyncio.Protocol):
             self.send_error(503, cycle, retry_after=True)
             self.cycle = None
 
+    def _upgrade(self, event: UpgradeRequest) -> None:
+        """Give the transport to a WebSocket session (``upgraded.py``); this object is
+        done with it and serves nothing more."""
+        server = self.server
+        transport = self.transport
+        if server.ws_limits is None or transport is None:
+            self.send_error(400)
+            return
+        self.clear_deadline()  # the session's core keeps its own timers
+        self.transport = None
+        scope = self.request_scope(event.request)
+        paused = self.write_paused
+        hand_over(server, transport, event, scope, self.client, write_paused=paused, served=self)
+
     def _protocol_error(self, event: ProtocolError) -> None:
         logger.info(
             "bad request from %s: %s (%d)",
@@ -329,7 +333,7 @@ class HTTPConnection(asyncio.Protocol):
         self.send_error(event.status, cycle)
 
     def request_scope(self, request: Request) -> dict[str, Any]:
-        """The ASGI scope of ``request`` on this connection (for the WebSocket hand-over;
+        """The ASGI scope of ``request`` on this connection (for a WebSocket upgrade;
         ``_start_cycle`` makes the same call inline, one call fewer per request)."""
         return http_scope(
             self.server,
@@ -588,9 +592,7 @@ class HTTPConnection(asyncio.Protocol):
         :data:`DRAIN_IDLE_GRACE_S` a request that arrives is served with
         ``Connection: close``; a connection still silent then is closed.
         """
-        if self.websocket is not None:
-            self.websocket.shutdown()
-        elif self.cycle is None and self.deadline_reason is Deadline.IDLE:
+        if self.cycle is None and self.deadline_reason is Deadline.IDLE:
             deadline = self.loop.time() + DRAIN_IDLE_GRACE_S
             if deadline < self.deadline:
                 self.deadline = deadline

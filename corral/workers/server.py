@@ -18,19 +18,16 @@ from typing import TYPE_CHECKING, Any, final
 
 from corral.config import Config
 from corral.logs import access_logger, format_access
-from corral.protocol.http import HeadReader, HTTPLimits, UpgradeRequest
+from corral.protocol.http import HeadReader, HTTPLimits
 from corral.protocol.request import parse_head
 from corral.protocol.response import DefaultHeaders, header_from_text
+from corral.protocol.websocket import WebSocketLimits
 from corral.workers.proxy import ProxyHeaders
 from corral.workers.tls import ServerTLS
 from corral.workers.types import ASGIApp
 
 if TYPE_CHECKING:
     from corral.workers.channel import Exchange, ServedConnection
-
-    # Only to type the WebSocket hand-over, which moves out of here with the message
-    # channel (issue 14, item 2).
-    from corral.workers.connection import HTTPConnection
     from corral.workers.cycle import RequestCycle
 
 #: How often deadlines are checked and the Date header refreshed. Deadlines are
@@ -54,6 +51,29 @@ def http_date(seconds: float) -> bytes:
         f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
         f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
     ).encode("ascii")
+
+
+#: Unsent bytes a session may hold, in maximum messages (the core fails the connection
+#: with 1008 past it). Flow control stops a well-behaved app long before; this bounds
+#: what bypasses it: Pongs to a ping flood, one huge message to a client that stopped
+#: reading. Four leaves room to echo one maximum message to a slow reader.
+OUTBOUND_BUFFER_MESSAGES = 4
+
+#: The smallest message size the outbound bound is computed from, so that an app with a
+#: small --ws-max-size may still send bigger messages than it accepts.
+OUTBOUND_BUFFER_FLOOR_BYTES = 1024 * 1024
+
+
+def websocket_limits(config: Config) -> WebSocketLimits:
+    """The core's limits from the --ws-* options."""
+    return WebSocketLimits(
+        max_message_size=config.ws_max_size,
+        max_outbound_buffer=OUTBOUND_BUFFER_MESSAGES
+        * max(config.ws_max_size, OUTBOUND_BUFFER_FLOOR_BYTES),
+        per_message_deflate=config.ws_per_message_deflate,
+        ping_interval_s=config.ws_ping_interval or None,
+        ping_timeout_s=config.ws_ping_timeout or None,
+    )
 
 
 def head_reader(choice: str) -> HeadReader:
@@ -87,7 +107,7 @@ class WorkerServer:
         loop: asyncio.AbstractEventLoop,
         *,
         on_request: Callable[[], None] | None = None,
-        start_websocket: Callable[[HTTPConnection, UpgradeRequest], None] | None = None,
+        websockets: bool = True,
         tls: ServerTLS | None = None,
     ) -> None:
         self.loop = loop
@@ -124,7 +144,8 @@ class WorkerServer:
         self.close_code = 0
         #: Called after each completed request (--max-requests), or None.
         self.on_request = on_request
-        self._start_websocket = start_websocket
+        #: The WebSocket core's limits from the --ws-* options; None refuses upgrades.
+        self.ws_limits = websocket_limits(config) if websockets else None
         extra = [header_from_text(text) for text in config.header]  # checked at load
         self._static_headers = ([SERVER_HEADER] if config.server_header else []) + extra
         self._date_header = config.date_header
@@ -176,12 +197,6 @@ class WorkerServer:
             task = self.loop.create_task(cycle.run(self.app))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-
-    def start_websocket(self, conn: HTTPConnection, event: UpgradeRequest) -> None:
-        if self._start_websocket is None:
-            conn.send_error(400)
-            return
-        self._start_websocket(conn, event)
 
     # -- logging ------------------------------------------------------------------------------
 

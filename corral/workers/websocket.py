@@ -1,8 +1,9 @@
 """One ASGI WebSocket session (spec 2.5) over :class:`corral.protocol.websocket.WebSocketCore`.
 
-The HTTP adapter hands a connection over with :func:`start_websocket` once the core
-reports an ``UpgradeRequest``; from then on the connection's bytes come here. The
-session's state is an Enum:
+The HTTP/1.1 connection hands its transport over once the core reports an
+``UpgradeRequest`` (``upgraded.py``); from then on the connection's bytes come here, and
+the session writes through a :class:`~corral.workers.channel.MessageChannel`, which an
+HTTP/2 stream can implement too (RFC 8441). The session's state is an Enum:
 
     HANDSHAKE --websocket.accept--> CONNECTED --close sent or received--> CLOSED
     HANDSHAKE --websocket.close / http.response.start--> REJECTING --last body--> CLOSED
@@ -41,11 +42,9 @@ import asyncio
 import collections
 import enum
 import logging
-from collections.abc import Callable
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, final
+from typing import Any, final
 
-from corral.config import Config
 from corral.logs import access_logger, format_access, format_websocket_end
 from corral.protocol.http import UpgradeRequest
 from corral.protocol.websocket import (
@@ -55,13 +54,11 @@ from corral.protocol.websocket import (
     LocalProtocolError,
     TextMessage,
     WebSocketCore,
-    WebSocketLimits,
     WebSocketState,
 )
+from corral.workers.channel import MessageChannel
+from corral.workers.server import WorkerServer
 from corral.workers.types import ASGIApp, ClientDisconnected, Message
-
-if TYPE_CHECKING:
-    from corral.workers.connection import HTTPConnection
 
 logger = logging.getLogger("corral.error")
 
@@ -85,41 +82,6 @@ class SessionState(enum.Enum):
     CLOSED = "closed"
 
 
-#: Unsent bytes a session may hold, in maximum messages (the core fails the connection
-#: with 1008 past it). Flow control stops a well-behaved app long before; this bounds
-#: what bypasses it: Pongs to a ping flood, one huge message to a client that stopped
-#: reading. Four leaves room to echo one maximum message to a slow reader.
-OUTBOUND_BUFFER_MESSAGES = 4
-
-#: The smallest message size the outbound bound is computed from, so that an app with a
-#: small --ws-max-size may still send bigger messages than it accepts.
-OUTBOUND_BUFFER_FLOOR_BYTES = 1024 * 1024
-
-
-def websocket_limits(config: Config) -> WebSocketLimits:
-    """The core's limits from the --ws-* options."""
-    return WebSocketLimits(
-        max_message_size=config.ws_max_size,
-        max_outbound_buffer=OUTBOUND_BUFFER_MESSAGES
-        * max(config.ws_max_size, OUTBOUND_BUFFER_FLOOR_BYTES),
-        per_message_deflate=config.ws_per_message_deflate,
-        ping_interval_s=config.ws_ping_interval or None,
-        ping_timeout_s=config.ws_ping_timeout or None,
-    )
-
-
-def make_websocket_starter(
-    config: Config,
-) -> Callable[[HTTPConnection, UpgradeRequest], None]:
-    """The hand-off the worker gives its :class:`WorkerServer`, limits computed once."""
-    limits = websocket_limits(config)
-
-    def start_websocket(conn: HTTPConnection, event: UpgradeRequest) -> None:
-        WebSocketSession(conn, event, limits).start()
-
-    return start_websocket
-
-
 @final
 class WebSocketSession:
     """The app's ``receive``/``send`` pair for one WebSocket connection."""
@@ -128,7 +90,8 @@ class WebSocketSession:
         "_accepted",
         "_bytes_in",
         "_bytes_out",
-        "_conn",
+        "_channel",
+        "_client",
         "_connect_delivered",
         "_core",
         "_disconnect",
@@ -137,6 +100,7 @@ class WebSocketSession:
         "_messages_in",
         "_messages_out",
         "_paused",
+        "_server",
         "_started_at",
         "_timer",
         "_timer_at",
@@ -145,8 +109,21 @@ class WebSocketSession:
         "state",
     )
 
-    def __init__(self, conn: HTTPConnection, event: UpgradeRequest, limits: WebSocketLimits):
-        self._conn = conn
+    def __init__(
+        self,
+        channel: MessageChannel,
+        server: WorkerServer,
+        scope: dict[str, Any],
+        event: UpgradeRequest,
+        client: tuple[str, int] | None,
+    ) -> None:
+        """``scope`` is the request's HTTP scope, made into the WebSocket scope here;
+        ``client`` is the peer for the access log."""
+        self._channel = channel
+        self._server = server
+        self._client = client
+        limits = server.ws_limits
+        assert limits is not None  # the connection refuses upgrades without them
         # perf_counter, not the loop's clock: uvloop's is 1 ms coarse.
         self._started_at = perf_counter()
         self._core = WebSocketCore(event.request, event.trailing, limits=limits)
@@ -166,7 +143,7 @@ class WebSocketSession:
         self._messages_out = 0
         self._bytes_in = len(event.trailing)
         self._bytes_out = 0
-        scope = conn.request_scope(event.request)
+        tls = scope["extensions"].get("tls")
         del scope["method"]
         scope["type"] = "websocket"
         # http_scope chose http or https (TLS, or a trusted proxy's forwarding headers).
@@ -175,16 +152,14 @@ class WebSocketSession:
         # Kept: the tls extension http_scope added on a TLS connection.
         # The HTTP scope's file-sending extensions mean nothing here; TLS carries over.
         extensions: dict[str, Any] = {"websocket.http.response": {}}
-        if conn.tls is not None:
-            extensions["tls"] = conn.tls
+        if tls is not None:
+            extensions["tls"] = tls
         scope["extensions"] = extensions
         self.scope = scope
 
     def start(self) -> None:
-        conn = self._conn
-        conn.websocket = self
         core = self._core
-        server = conn.server
+        server = self._server
         if core.error_status_hint is not None:
             # A bad handshake: the core queued the HTTP refusal; the app never runs.
             logger.info("refused a WebSocket handshake: %s", core.error_reason)
@@ -194,7 +169,7 @@ class WebSocketSession:
             self._log(503)
         else:
             # asyncio keeps only weak references to tasks: the server holds ours.
-            task = conn.loop.create_task(self._run(server.app))
+            task = self._channel.loop.create_task(self._run(server.app))
             server.tasks.add(task)
             task.add_done_callback(server.tasks.discard)
             return
@@ -206,7 +181,7 @@ class WebSocketSession:
 
     def data_received(self, data: bytes) -> None:
         self._bytes_in += len(data)
-        self._core.receive_data(data, self._conn.loop.time())
+        self._core.receive_data(data, self._channel.loop.time())
         self._after_input()
 
     def eof_received(self) -> bool | None:
@@ -226,9 +201,9 @@ class WebSocketSession:
 
     def shutdown(self) -> None:
         """The worker drains: tell the client (1001 or 1012) and the app."""
-        code = self._conn.server.close_code or 1001
+        code = self._server.close_code or 1001
         if self.state is SessionState.CONNECTED:
-            self._conn.loop.call_later(DRAIN_GRACE_S, self._close_for_drain, code)
+            self._channel.loop.call_later(DRAIN_GRACE_S, self._close_for_drain, code)
         elif self.state is SessionState.HANDSHAKE:
             # The app is deciding: a refusal ends it; an accept starts the same grace.
             self._drain_code = code
@@ -265,9 +240,7 @@ class WebSocketSession:
                 }
         if len(self._inbox) >= MAX_QUEUED_MESSAGES and not self._paused:
             self._paused = True
-            transport = self._conn.transport
-            assert transport is not None  # set in connection_made, never unset
-            transport.pause_reading()
+            self._channel.pause_reading()
         self._flush()
         self._wake()
 
@@ -287,7 +260,7 @@ class WebSocketSession:
         else:
             self._abort_app(1000)
         finally:
-            self._conn.server.release()  # the slot start() took with admit()
+            self._server.release()  # the slot start() took with admit()
             self._end()
 
     def _abort_app(self, code: int) -> None:
@@ -315,16 +288,13 @@ class WebSocketSession:
                 # The app answered all it was given: a held failure's Close goes now.
                 self._after_input()
                 continue
-            waiter = self._waiter = self._conn.loop.create_future()
+            waiter = self._waiter = self._channel.loop.create_future()
             await waiter
         if self._inbox:
             message = self._inbox.popleft()
             if self._paused and len(self._inbox) < MAX_QUEUED_MESSAGES // 2:
                 self._paused = False
-                transport = self._conn.transport
-                assert transport is not None  # set in connection_made, never unset
-                if not transport.is_closing():
-                    transport.resume_reading()
+                self._channel.resume_reading()
             return message
         assert self._disconnect is not None
         return self._disconnect
@@ -357,7 +327,7 @@ class WebSocketSession:
                 self._accepted = True
                 self._bytes_out = 0
                 if self._drain_code:
-                    self._conn.loop.call_later(
+                    self._channel.loop.call_later(
                         DRAIN_GRACE_S, self._close_for_drain, self._drain_code
                     )
             elif kind == "websocket.close" and state is SessionState.HANDSHAKE:
@@ -385,26 +355,26 @@ class WebSocketSession:
         except LocalProtocolError as exc:
             raise RuntimeError(f"invalid {kind!r}: {exc}") from None
         self._flush()
-        conn = self._conn
-        if conn.write_paused:
-            await conn.wait_writable()
+        channel = self._channel
+        if channel.write_paused:
+            await channel.wait_writable()
 
     def _extra_headers(self, given: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         names = {name for name, _ in given}
-        return [h for h in self._conn.server.default_headers if h[0] not in names]
+        return [h for h in self._server.default_headers if h[0] not in names]
 
     def _log(self, status: int) -> None:
         """The handshake's line: its status, and how long the app took to decide."""
-        if self._conn.server.access_log and access_logger.isEnabledFor(logging.INFO):
+        if self._server.access_log and access_logger.isEnabledFor(logging.INFO):
             duration = perf_counter() - self._started_at
-            format_access(self._conn.client, b"WEBSOCKET", self._target(), status, 0, duration)
+            format_access(self._client, b"WEBSOCKET", self._target(), status, 0, duration)
 
     def _log_end(self) -> None:
         """The session's line, once, when the connection of an accepted session ends."""
-        if self._conn.server.access_log and access_logger.isEnabledFor(logging.INFO):
+        if self._server.access_log and access_logger.isEnabledFor(logging.INFO):
             disconnect = self._disconnect
             format_websocket_end(
-                self._conn.client,
+                self._client,
                 self._target(),
                 disconnect["code"] if disconnect is not None else 1006,
                 perf_counter() - self._started_at,
@@ -420,22 +390,21 @@ class WebSocketSession:
     # -- plumbing -----------------------------------------------------------------------------
 
     def _flush(self) -> None:
-        conn = self._conn
+        channel = self._channel
         core = self._core
         data = core.data_to_send()
-        transport = conn.transport
-        if transport is None or transport.is_closing():
+        if channel.closing():
             return
         if data:
             chunk = data[0] if len(data) == 1 else b"".join(data)
-            transport.write(chunk)
+            channel.write(chunk)
             self._bytes_out += len(chunk)
-            if core.check_outbound_buffer(transport.get_write_buffer_size()):
+            if core.check_outbound_buffer(channel.write_buffer_size()):
                 # The client stopped reading: the core failed the connection (1008).
                 self._after_input()
                 return
         if core.close_expected():
-            conn.close()  # the WRITE deadline cuts a client that never reads the rest
+            channel.close()  # the WRITE deadline cuts a client that never reads the rest
             return
         self._schedule_tick()
 
@@ -448,7 +417,7 @@ class WebSocketSession:
             if self._timer_at <= deadline:
                 return  # the common case: the armed timer fires first and re-arms itself
             timer.cancel()
-        loop = self._conn.loop
+        loop = self._channel.loop
         now = loop.time()
         if deadline < now:
             deadline = now  # -inf: the core wants a tick as soon as possible
@@ -458,7 +427,7 @@ class WebSocketSession:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = float("inf")
-        self._core.tick(self._conn.loop.time())
+        self._core.tick(self._channel.loop.time())
         self._after_input()
 
     def _wake(self) -> None:

@@ -59,7 +59,6 @@ from corral.workers.privileges import apply_identity, resolve_identity
 from corral.workers.server import SWEEP_INTERVAL_S, WorkerServer
 from corral.workers.tls import ServerTLS, load_server_tls
 from corral.workers.types import ASGIApp
-from corral.workers.websocket import make_websocket_starter
 
 logger = logging.getLogger("corral.error")
 
@@ -301,7 +300,6 @@ class Worker:
             self.loop,
             # Counted per request only when --max-requests asks for it.
             on_request=self._on_request if self._recycle_after else None,
-            start_websocket=make_websocket_starter(config),
             tls=self.tls,
         )
         tls = self.tls

@@ -29,7 +29,7 @@ LOW_WATER = 16 * 1024
 class FakeTransport(asyncio.Transport):
     """Records writes; with ``stalled`` the bytes pile up as if the client did not read."""
 
-    def __init__(self, protocol: HTTPConnection, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, protocol: asyncio.Protocol, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
         self.protocol = protocol
         self.loop = loop
@@ -43,6 +43,13 @@ class FakeTransport(asyncio.Transport):
         self.aborted = False
         self.eof = False
         self._lost = False
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        assert isinstance(protocol, asyncio.Protocol)
+        self.protocol = protocol
+
+    def get_protocol(self) -> asyncio.Protocol:
+        return self.protocol
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"peername": ("10.0.0.1", 5555), "sockname": ("10.0.0.2", 80)}.get(name, default)
@@ -510,25 +517,43 @@ def test_date_header_is_rebuilt_once_per_second(env: Env, monkeypatch: pytest.Mo
     assert dict(server.default_headers)[b"date"] == b"Tue, 14 Nov 2023 22:13:21 GMT"
 
 
+UPGRADE_HEAD = (
+    b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
 def test_upgrade_is_handed_over_without_an_http_deadline(env: Env) -> None:
-    handed: list[bytes] = []
-    config = dataclasses.replace(Config(app="tests:app"), timeout_header=1.0)
-    server = WorkerServer(
-        config,
-        hello,
-        {},
-        env.loop,
-        start_websocket=lambda conn, event: handed.append(event.trailing),
-    )
+    """The transport goes to the session with the bytes read after the head (here a text
+    frame the app receives once it accepts); no HTTP deadline follows it."""
+    received: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        received.append(await receive())
+        await send({"type": "websocket.accept"})
+        received.append(await receive())
+
+    server = env.server(app, timeout_header=1.0)
     conn, transport = env.connect(server)
-    conn.data_received(
-        b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nFRAME"
-    )
-    assert handed == [b"FRAME"]
+    masked_hi = b"\x81\x82\x00\x00\x00\x00hi"  # text "hi", masked with a zero key
+    conn.data_received(UPGRADE_HEAD + masked_hi)
+    assert transport.protocol is not conn
+    assert conn not in server.connections
+    assert transport.protocol in server.connections
     assert conn.deadline_reason is Deadline.NONE
+    env.settle(lambda: len(received) == 2)
+    assert received[1] == {"type": "websocket.receive", "text": "hi"}
     env.advance(server, 5.0)
-    assert transport.written == b""
+    assert transport.written.startswith(b"HTTP/1.1 101 ")
+    assert not transport.closing
+
+
+def test_upgrade_is_refused_when_websockets_are_off(env: Env) -> None:
+    """A server built without WebSocket support answers an upgrade with 400."""
+    server = WorkerServer(Config(app="tests:app"), hello, {}, env.loop, websockets=False)
+    conn, transport = env.connect(server)
+    conn.data_received(UPGRADE_HEAD)
+    assert transport.written.startswith(b"HTTP/1.1 400 ")
 
 
 # -- eager app tasks (Python 3.12+) --------------------------------------------------------------

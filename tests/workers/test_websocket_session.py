@@ -19,17 +19,10 @@ from wsproto import events as ws
 from wsproto.frame_protocol import CloseReason
 
 from corral.config import Config
-from corral.workers.connection import Deadline
-from corral.workers.server import WorkerServer
+from corral.workers.server import OUTBOUND_BUFFER_FLOOR_BYTES, WorkerServer, websocket_limits
 from corral.workers.types import ClientDisconnected
-from corral.workers.websocket import (
-    DRAIN_GRACE_S,
-    MAX_QUEUED_MESSAGES,
-    OUTBOUND_BUFFER_FLOOR_BYTES,
-    WebSocketSession,
-    make_websocket_starter,
-    websocket_limits,
-)
+from corral.workers.upgraded import UpgradedConnection
+from corral.workers.websocket import DRAIN_GRACE_S, MAX_QUEUED_MESSAGES, WebSocketSession
 from tests.workers.test_connection import Env
 
 # Reused as a fixture here (pytest finds it by name in this module's namespace).
@@ -54,7 +47,7 @@ class Peer:
 
     def upgrade(self, path: str = "/ws", subprotocols: list[str] | None = None) -> None:
         request = ws.Request(host="t", target=path, subprotocols=subprotocols or [])
-        self.conn.data_received(self.ws.send(request))
+        self.link.data_received(self.ws.send(request))
         self.env.settle()
         # Parse the answer now, so the client may send frames after a 101.
         self._pending = self._parse()
@@ -73,21 +66,31 @@ class Peer:
         return list(self.ws.events())
 
     def send(self, event: ws.Event) -> None:
-        self.conn.data_received(self.ws.send(event))
+        self.link.data_received(self.ws.send(event))
         self.env.settle()
 
     @property
+    def link(self) -> Any:
+        """The transport's protocol now: the HTTP connection, or after the upgrade the
+        UpgradedConnection it handed the transport to."""
+        return self.transport.protocol
+
+    @property
+    def upgraded(self) -> UpgradedConnection:
+        link = self.link
+        assert isinstance(link, UpgradedConnection)
+        return link
+
+    @property
     def session(self) -> WebSocketSession:
-        session = self.conn.websocket
+        session = self.upgraded.websocket
         assert isinstance(session, WebSocketSession)
         return session
 
 
 def make_server(env: Env, app: Any, **options: Any) -> WorkerServer:
     config = dataclasses.replace(Config(app="tests:app"), **options)
-    return WorkerServer(
-        config, app, {"k": "v"}, env.loop, start_websocket=make_websocket_starter(config)
-    )
+    return WorkerServer(config, app, {"k": "v"}, env.loop)
 
 
 def accepted(events: list[ws.Event]) -> bool:
@@ -145,7 +148,7 @@ def test_bad_handshake_never_runs_the_app(env: Env) -> None:
     """A handshake the core refuses (no key) gets 400; the app is not called."""
     app = Recorder()
     peer = Peer(env, app)
-    peer.conn.data_received(UPGRADE.replace(b"Sec-WebSocket-Key", b"X-Key") + b"\r\n")
+    peer.link.data_received(UPGRADE.replace(b"Sec-WebSocket-Key", b"X-Key") + b"\r\n")
     env.settle()
     assert peer.transport.written.startswith(b"HTTP/1.1 400 ")
     assert peer.transport.closing
@@ -292,7 +295,7 @@ def test_reading_pauses_while_the_app_lags(env: Env) -> None:
     peer = Peer(env, app)
     peer.upgrade()
     data = b"".join(peer.ws.send(ws.TextMessage(str(i))) for i in range(MAX_QUEUED_MESSAGES))
-    peer.conn.data_received(data)
+    peer.link.data_received(data)
     assert not peer.transport.reading
     gate.set()
     env.settle(lambda: peer.transport.reading)
@@ -332,7 +335,7 @@ def test_eof_before_accept_is_1006_for_a_deciding_app(env: Env) -> None:
 
     peer = Peer(env, app)
     peer.upgrade()
-    peer.conn.eof_received()
+    peer.link.eof_received()
     peer.transport.abort()
     env.settle()
     assert got == [{"type": "websocket.disconnect", "code": 1006, "reason": ""}]
@@ -425,7 +428,7 @@ def test_ping_flood_from_a_client_that_does_not_read_is_failed(env: Env) -> None
     flood = ping * 1000
     limit = 4 * OUTBOUND_BUFFER_FLOOR_BYTES
     for _ in range(limit // (127 * 1000) + 2):
-        peer.conn.data_received(flood)
+        peer.link.data_received(flood)
         if peer.transport.closing:
             break
     env.settle()
@@ -433,7 +436,8 @@ def test_ping_flood_from_a_client_that_does_not_read_is_failed(env: Env) -> None
     assert peer.transport.buffered < limit + len(flood)
     assert app.received[-1]["code"] == 1008
     # The client never reads: the WRITE deadline cuts it.
-    assert peer.conn.deadline_reason is Deadline.WRITE
+    # Its one deadline, WRITE, is armed: --timeout-write from now.
+    assert peer.upgraded.deadline == env.now + peer.server.timeout_write
     env.advance(peer.server, peer.server.timeout_write + 1)
     assert peer.transport.aborted
 
@@ -446,10 +450,11 @@ def test_close_to_a_client_that_never_reads_is_cut_by_the_write_deadline(env: En
     peer.transport.stalled = True
     peer.send(ws.TextMessage("x" * 1000))
     # Invalid UTF-8 (a zero mask keeps the byte as is): failed at once with 1007.
-    peer.conn.data_received(b"\x81\x81\x00\x00\x00\x00\xff")
+    peer.link.data_received(b"\x81\x81\x00\x00\x00\x00\xff")
     assert peer.transport.closing
     assert not peer.transport.aborted
-    assert peer.conn.deadline_reason is Deadline.WRITE
+    # Its one deadline, WRITE, is armed: --timeout-write from now.
+    assert peer.upgraded.deadline == env.now + peer.server.timeout_write
     env.advance(peer.server, peer.server.timeout_write + 1)
     assert peer.transport.aborted
 
@@ -511,7 +516,7 @@ def test_echo_of_a_message_before_a_bad_frame_goes_out_first(env: Env) -> None:
     peer = Peer(env, app)
     peer.upgrade()
     assert accepted(peer.events())
-    peer.conn.data_received(peer.ws.send(ws.TextMessage("good")) + BAD_FRAME)
+    peer.link.data_received(peer.ws.send(ws.TextMessage("good")) + BAD_FRAME)
     env.settle()
     events = peer.events()
     assert [type(e) for e in events] == [ws.TextMessage, ws.CloseConnection]
@@ -538,7 +543,7 @@ def test_a_busy_app_answers_before_the_close(env: Env) -> None:
     peer = Peer(env, app)
     peer.upgrade()
     peer.send(ws.BytesMessage(b"slow"))
-    peer.conn.data_received(BAD_FRAME)
+    peer.link.data_received(BAD_FRAME)
     env.settle()
     assert peer.events()[1:] == []  # the 101 only: the Close waits for the answer
     gate.set()
@@ -564,7 +569,7 @@ def test_an_app_that_never_answers_is_cut_after_the_grace(env: Env) -> None:
     peer = Peer(env, app)
     peer.upgrade()
     peer.events()
-    peer.conn.data_received(peer.ws.send(ws.TextMessage("x")) + BAD_FRAME)
+    peer.link.data_received(peer.ws.send(ws.TextMessage("x")) + BAD_FRAME)
     env.settle()
     assert peer.events() == []
     assert not peer.transport.closing
@@ -587,7 +592,7 @@ def test_app_returning_while_the_failure_is_held(env: Env) -> None:
     peer = Peer(env, app)
     peer.upgrade()
     peer.events()
-    peer.conn.data_received(peer.ws.send(ws.TextMessage("bye")) + BAD_FRAME)
+    peer.link.data_received(peer.ws.send(ws.TextMessage("bye")) + BAD_FRAME)
     env.settle()
     events = peer.events()
     assert isinstance(events[0], ws.TextMessage)
@@ -615,7 +620,7 @@ def test_drain_while_the_failure_is_held(env: Env) -> None:
     # The bad frame comes late in the drain's grace, so the drain's timer fires first.
     env.now += DRAIN_GRACE_S - 0.01
     env.settle()
-    peer.conn.data_received(peer.ws.send(ws.TextMessage("x")) + BAD_FRAME)
+    peer.link.data_received(peer.ws.send(ws.TextMessage("x")) + BAD_FRAME)
     env.settle()
     assert peer.events() == []
     env.now += 0.01
@@ -838,7 +843,7 @@ def test_resume_after_the_connection_is_gone_is_skipped(env: Env) -> None:
     peer = Peer(env, app)
     peer.upgrade()
     data = b"".join(peer.ws.send(ws.TextMessage("m")) for _ in range(MAX_QUEUED_MESSAGES))
-    peer.conn.data_received(data)
+    peer.link.data_received(data)
     assert not peer.transport.reading
     peer.transport.abort()
     gate.set()
@@ -855,10 +860,10 @@ def test_session_end_is_logged_with_counts(env: Env, caplog: Any) -> None:
         peer.upgrade("/ws?room=1")
         head = bytes(peer.transport.written).index(b"\r\n\r\n") + 4
         sent = peer.ws.send(ws.TextMessage("héllo")) + peer.ws.send(ws.BytesMessage(b"\x00"))
-        peer.conn.data_received(sent)
+        peer.link.data_received(sent)
         env.settle()
         close = peer.ws.send(ws.CloseConnection(code=4001))
-        peer.conn.data_received(close)
+        peer.link.data_received(close)
         env.settle()
         peer.transport.client_reads(len(peer.transport.written))
         env.settle()
