@@ -90,23 +90,12 @@ slots live in ``pool.py``, and the timers and crash accounting in ``policy.py``.
 # unfinished successors are retired and new ones started. Reloading during STARTING
 # restarts the first start with the new generation (still STARTING, no RELOADING=1).
 #
-# Transition table (anything not listed keeps the state):
-#
-#   state      event                                       new state   notify
-#   (created)  adopted=... with a READY worker (re-exec)   RELOADING   (sent before exec)
-#   STARTING   every slot has an active worker of the gen  RUNNING     READY=1
-#   STARTING   fatal exit code before READY                STOPPING    STOPPING=1 (fast)
-#   RUNNING    HUP / ReloadRequested                       RELOADING   RELOADING=1
-#   any live   USR2 (ReExec; this machine is then gone)    -           RELOADING=1
-#   RELOADING  every slot has an active worker of the gen  RUNNING     READY=1
-#   RELOADING  a new-generation successor failed           RUNNING     READY=1 (abandoned)
-#   any live   TERM/INT; crash budget spent                STOPPING    STOPPING=1
-#   any live   QUIT                                        STOPPING    STOPPING=1 (fast)
-#   STOPPING   TERM/INT/QUIT again                         STOPPING    (made fast)
-#   STOPPING   last worker reaped, no Spawn in flight      EXITED      (Exit action)
-#
-# "Live" is STARTING, RUNNING or RELOADING. In STOPPING nothing is spawned and HUP, TTIN,
-# TTOU, USR2 and reload requests are ignored; in EXITED every event is ignored.
+# States and transitions: transitions.py holds the table as data (STARTING, RUNNING,
+# RELOADING, STOPPING, EXITED; the triggers that move between them and the sd_notify line
+# each sends), with the same table as prose. Every change of ``_state`` goes through
+# ``_enter``, which checks it against the table: a change it does not list raises
+# SupervisorInternalError. The table lives beside this file rather than at its top so
+# that each file keeps to one responsibility and to the house size limit.
 #
 # Invariants:
 # - at most one active and one successor per slot: never more than 2 * target workers
@@ -117,7 +106,6 @@ slots live in ``pool.py``, and the timers and crash accounting in ``policy.py``.
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Iterable
 from typing import final
@@ -157,16 +145,15 @@ from corral.supervisor.policy import (
     ready_deadline,
 )
 from corral.supervisor.pool import Pool, describe
+from corral.supervisor.transitions import (
+    LIVE,
+    State,
+    SupervisorInternalError,
+    Trigger,
+    transition,
+)
 
-
-class State(enum.Enum):
-    """Where the master is in its life (see the transition table above)."""
-
-    STARTING = "starting"
-    RUNNING = "running"
-    RELOADING = "reloading"
-    STOPPING = "stopping"
-    EXITED = "exited"
+__all__ = ["State", "Supervisor", "SupervisorInternalError", "SupervisorUsageError"]
 
 
 class SupervisorUsageError(RuntimeError):
@@ -208,7 +195,7 @@ class Supervisor:
         serving = [s.active.generation for s in self._pool.slots.values() if s.active]
         if serving:
             # An ordinary reload from here on: abandoning it keeps the adopted workers.
-            self._state = State.RELOADING
+            self._enter(Trigger.ADOPT)  # sends nothing: RELOADING=1 went out before the exec
             self._stable_generation = min(serving)
         message = f"re-executed: adopted {len(serving)} serving worker(s)"
         return [Log(logging.INFO, message), *actions]
@@ -279,10 +266,11 @@ class Supervisor:
     def _on_signal(self, signum: int) -> list[Action]:
         name = signal_name(signum)
         if signum in (MasterSignal.TERM, MasterSignal.INT):
-            fast = self._state is State.STOPPING
-            return self._stop(f"{name}: {'fast' if fast else 'graceful'} stop", fast=fast)
+            if self._state is State.STOPPING:  # a second TERM/INT makes the stop fast
+                return self._stop(f"{name}: fast stop", Trigger.FAST_STOP)
+            return self._stop(f"{name}: graceful stop", Trigger.STOP)
         if signum == MasterSignal.QUIT:
-            return self._stop(f"{name}: fast stop", fast=True)
+            return self._stop(f"{name}: fast stop", Trigger.FAST_STOP)
         if signum == MasterSignal.USR1:
             reopen = [SendSignal(pid, WorkerSignal.REOPEN_LOGS) for pid in self._pool.procs]
             return [ReopenLogs(), *reopen]
@@ -305,7 +293,7 @@ class Supervisor:
             # first generation serves.
             return [
                 Log(logging.INFO, f"{name}: re-executing the master"),
-                Notify("RELOADING=1"),
+                *self._enter(Trigger.REEXEC),
                 ReExec(),
             ]
         return [Log(logging.DEBUG, f"{name} ignored")]
@@ -329,10 +317,8 @@ class Supervisor:
                 f" with {self._target} workers",
             )
         ]
-        if self._state is State.RUNNING:
-            self._state = State.RELOADING
-            actions.append(Notify("RELOADING=1"))
-        return actions
+        # RUNNING becomes RELOADING; a reload while STARTING or RELOADING keeps the state.
+        return actions + self._enter(Trigger.RELOAD)
 
     def _on_ready(self, pid: int, ready: bool) -> list[Action]:
         worker = self._pool.procs.get(pid)
@@ -520,12 +506,12 @@ class Supervisor:
         what = f"new worker for slot {slot_id} (generation {generation}) {why}"
         if self._state is State.STARTING and exit_code in FATAL_WORKER_EXITS:
             code = ExitCode(exit_code)
-            return self._stop(f"{what}: {code.name} at first start is fatal", fast=True, code=code)
+            why = f"{what}: {code.name} at first start is fatal"
+            return self._stop(why, Trigger.FATAL, code=code)
         if self._state is State.RELOADING and generation == self._generation:
-            self._state = State.RUNNING
             self._generation, self._target = self._stable_generation, self._stable_target
             message = f"{what}: reload abandoned, generation {self._generation} keeps serving"
-            return [Log(logging.ERROR, message), Notify("READY=1")]
+            return [Log(logging.ERROR, message), *self._enter(Trigger.ABANDON)]
         return self._crash(slot_id, what, counts=self._pool.slots[slot_id].active is None)
 
     def _crash(
@@ -534,9 +520,8 @@ class Supervisor:
         delay_s = self._policy.record(slot_id, self._now, counts=counts)
         if self._policy.exhausted(self._now):
             budget = f"{self.settings.crash_budget} in {self.settings.crash_window_s}s"
-            return self._stop(
-                f"{what}; crash budget ({budget}) spent", fast=False, code=ExitCode.CRASH_BUDGET
-            )
+            why = f"{what}; crash budget ({budget}) spent"
+            return self._stop(why, Trigger.STOP, code=ExitCode.CRASH_BUDGET)
         slot = self._pool.slots[slot_id]
         slot.not_before = self._now + delay_s
         if replaced:
@@ -546,15 +531,27 @@ class Supervisor:
             return [Log(logging.WARNING, f"{what}; its successor is starting")]
         return [Log(logging.WARNING, f"{what}; next worker for slot {slot_id} in {delay_s:.1f}s")]
 
-    def _stop(self, why: str, *, fast: bool, code: ExitCode = ExitCode.OK) -> list[Action]:
+    def _stop(self, why: str, trigger: Trigger, *, code: ExitCode = ExitCode.OK) -> list[Action]:
+        """Stop (STOP: graceful, FAST_STOP or FATAL: QUIT to every worker); a stop that is
+        under way keeps its exit code and can only become fast."""
         actions: list[Action] = [Log(logging.ERROR if code else logging.INFO, why)]
         if self._state is not State.STOPPING:
-            self._state = State.STOPPING
             self._exit_code = code
             self._pool.slots.clear()
-            actions.append(Notify("STOPPING=1"))
+        actions += self._enter(trigger)
+        fast = trigger is not Trigger.STOP
         self._fast = self._fast or fast
         return actions + self._pool.stop_all(fast=fast, now=self._now)
+
+    def _enter(self, trigger: Trigger) -> list[Action]:
+        """Change state as the table says for ``trigger``; return its Notify, if any.
+
+        Raises:
+            SupervisorInternalError: the table has no row for this state and trigger.
+        """
+        step = transition(self._state, trigger)
+        self._state = step.state
+        return [] if step.notify is None else [Notify(step.notify)]
 
     def _claim(self, slot_id: int, generation: int) -> Slot:
         slot = self._pool.claim(slot_id, generation)
@@ -575,10 +572,9 @@ class Supervisor:
         for i in range(target):
             self._pool.slots.setdefault(i, Slot())
         if self._state is not State.RUNNING and self._pool.settled(target, generation):
-            self._state = State.RUNNING
             self._stable_generation, self._stable_target = generation, target
             message = f"generation {generation} READY: {target} workers"
-            actions += [Log(logging.INFO, message), Notify("READY=1")]
+            actions += [Log(logging.INFO, message), *self._enter(Trigger.SETTLE)]
         # Extra slots keep serving until a reload is over: capacity never drops mid-swap.
         shrink = self._state is not State.RELOADING
         more, removed = self._pool.reconcile(target, generation, shrink=shrink, now=self._now)
@@ -589,10 +585,10 @@ class Supervisor:
     def _finish(self, actions: list[Action]) -> list[Action]:
         """Common tail of every event: reconcile, exit when done, report status changes."""
         pool = self._pool
-        if self._state in (State.STARTING, State.RUNNING, State.RELOADING):
+        if self._state in LIVE:
             actions += self._reconcile()
         elif not pool.procs and not pool.spawns_in_flight:
-            self._state = State.EXITED
+            self._enter(Trigger.REAPED)  # sends nothing: the Exit says it all
             code = self._exit_code
             return [*actions, Log(logging.INFO, f"all workers gone: exit {code}"), Exit(code)]
         if self._state is State.STOPPING:
