@@ -22,7 +22,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "corral"
 
 #: The state machine and the modules it is made of (supervisor/state.py's theory of operation).
-PURE_SUPERVISOR = ("state", "policy", "pool", "events", "transitions")
+PURE_SUPERVISOR = ("state", "policy", "pool", "events", "transitions", "limits")
 
 #: Modules that do I/O, read clocks or manage processes: none of them in the pure core.
 IMPURE = frozenset(

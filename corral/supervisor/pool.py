@@ -100,6 +100,19 @@ class Pool:
         self.procs[pid] = worker
         return worker
 
+    def promote(self, slot: Slot, worker: Worker, now: float) -> list[Action]:
+        """The slot's successor ``worker`` is READY: it becomes the active worker, and the
+        one it replaces (if any is left) gets RETIRE."""
+        old = slot.active
+        slot.active, slot.successor = worker, None
+        if old is None:
+            return []
+        why = old.recycle_reason or f"replaced by generation {worker.generation}"
+        return [
+            Log(logging.INFO, f"retiring {describe(old)}: {why}"),
+            self.tell_stop(old, WorkerSignal.RETIRE, now),
+        ]
+
     def retire_active(self, slot: Slot, why: str, now: float) -> list[Action]:
         """Detach the slot's active worker and RETIRE it; the slot then wants a successor."""
         old = slot.active
@@ -205,6 +218,14 @@ class Pool:
             for i, s in self.slots.items()
             if i < target
         )
+
+    def status(self, target: int, generation: int, *, stopping: bool) -> str:
+        """The sd_notify STATUS= line: workers left while stopping, else how many in-range
+        slots the current generation serves."""
+        if stopping:
+            return f"STATUS=stopping, {len(self.procs)} workers left"
+        ready = self.current(target, generation)
+        return f"STATUS={ready}/{target} workers ready, generation {generation}"
 
     def settled(self, target: int, generation: int) -> bool:
         """Every in-range slot is served by ``generation`` (or newer) and starts nothing."""

@@ -2,9 +2,11 @@
 
 ``Supervisor.handle(event) -> list[Action]`` is the whole interface. The loop (``loop.py``)
 is the only code that forks, reaps, signals, kills, writes sd_notify and exits; it turns
-what it observes into events and executes the actions this module returns. The events
-and actions are declared in ``events.py`` (and re-exported here), the worker records and
-slots live in ``pool.py``, and the timers and crash accounting in ``policy.py``.
+what it observes into events and executes the actions this module returns. The machine's
+other parts: the events and actions in ``events.py``, the states and the transition table
+in ``transitions.py``, the worker records and slots in ``pool.py``, the timers and crash
+accounting in ``policy.py``, and what a limit or a missed timer does to a worker in
+``limits.py``. This file runs the machine and judges failures.
 """
 
 # Theory of operation
@@ -37,33 +39,11 @@ slots live in ``pool.py``, and the timers and crash accounting in ``policy.py``.
 # the config feeds ReloadRequested(workers=n) instead. TTIN adds a slot, TTOU drops the
 # highest one (never below one). WorkerRecycleRequested comes from the worker (max
 # requests) or the loop (it samples memory). Max lifetime is checked here on Tick, one
-# worker at a time, oldest first. A crashed slot respawns on a later Tick, after backoff.
-# The timers and the crash accounting live in policy.py; this file only acts on them.
+# worker at a time, oldest first (limits.py). A crashed slot respawns on a later Tick,
+# after backoff. The timers and the crash accounting live in policy.py.
 #
-# Limits keep their numbers (lifecycle.py, "Limits"): a replacement for a limit starts
-# early, so that the successor is READY about when the limit is reached, and a worker
-# LIMIT_SLACK (10 %) past its limit takes no new work even if its successor is not READY
-# (then the slot serves nothing until it is: siblings and the kernel's accept queue, which
-# the successor inherits, carry the load; a short dip beats an unbounded overrun).
-# - Max requests: the worker sends RECYCLE early (its own boot time times its request
-#   rate) and stops accepting at the limit + 10 % by itself; here it is a plain request.
-# - Max lifetime: the successor starts at READY + lifetime - expected boot time (the
-#   slowest of the last few spawn-to-READY times; policy.py). A worker still active at
-#   READY + lifetime + 10 % (one waiting its turn, or whose successor boots slowly) is
-#   retired then: it is retired by lifetime + 10 % (while RUNNING; a reload replaces it).
-# - Max memory: the loop samples every second. The first sample over the limit starts
-#   the replacement (the worker stays over it for about one boot time). A later sample
-#   that finds it more than 10 % over with its successor still not READY (retire_now)
-#   retires it then: it is over the limit + 10 % for at most about a second.
-# - Heartbeat: a worker silent for worker_timeout_s - dump_lead_s gets DUMP_STACK (its
-#   stack is logged first) and its successor is spawned at once. The successor takes its
-#   place as soon as it is READY; the silent worker is SIGKILLed (not retired: its loop
-#   cannot drain) when its silence reaches worker_timeout_s, and charged to the crash
-#   budget as hung. So a new worker serves within the timeout, plus whatever part of its
-#   boot exceeds dump_lead_s, and the SIGKILL never cuts the stack dump short: it comes
-#   dump_lead_s after DUMP_STACK even when the successor is READY in milliseconds. A
-#   worker that speaks again before its successor is READY is still replaced, gracefully
-#   (the successor is starting already); once the successor is READY it is written off.
+# Limits and timers (max requests, max lifetime, max memory, heartbeat, ready timeout)
+# are described in limits.py, which acts on them; this file judges what fails there.
 #
 # Failures of a successor are judged by state:
 # - STARTING, exit code in FATAL_WORKER_EXITS: it would fail forever; fast stop and exit
@@ -90,12 +70,10 @@ slots live in ``pool.py``, and the timers and crash accounting in ``policy.py``.
 # unfinished successors are retired and new ones started. Reloading during STARTING
 # restarts the first start with the new generation (still STARTING, no RELOADING=1).
 #
-# States and transitions: transitions.py holds the table as data (STARTING, RUNNING,
-# RELOADING, STOPPING, EXITED; the triggers that move between them and the sd_notify line
-# each sends), with the same table as prose. Every change of ``_state`` goes through
-# ``_enter``, which checks it against the table: a change it does not list raises
-# SupervisorInternalError. The table lives beside this file rather than at its top so
-# that each file keeps to one responsibility and to the house size limit.
+# States and transitions: the table is data in transitions.py (with the same table as
+# prose), beside this file rather than at its top so that each file keeps to one job.
+# Every change of ``_state`` goes through ``_enter``, which checks it against the table:
+# a change the table does not list raises SupervisorInternalError.
 #
 # Invariants:
 # - at most one active and one successor per slot: never more than 2 * target workers
@@ -103,6 +81,7 @@ slots live in ``pool.py``, and the timers and crash accounting in ``policy.py``.
 # - every stopping worker has a SIGKILL deadline until it has been sent SIGKILL;
 # - Exit is the last action and comes only when every worker child has been reaped;
 # - between a Spawn and its Spawned/SpawnFailed the loop feeds no other event (enforced).
+# tests/supervisor/test_state_rules.py checks these under random sequences of events.
 
 from __future__ import annotations
 
@@ -133,16 +112,18 @@ from corral.supervisor.events import (
     WorkerReady,
     WorkerRecycleRequested,
 )
+from corral.supervisor.limits import (
+    check_heartbeat,
+    check_lifetimes,
+    lifetime_deadlines,
+    ready_timed_out,
+    recycle,
+    write_off_hung,
+)
 from corral.supervisor.policy import (
     CrashPolicy,
     Slot,
     SupervisorSettings,
-    Worker,
-    dump_lead_s,
-    heartbeat_deadline,
-    lifetime_deadline,
-    lifetime_lead_s,
-    ready_deadline,
 )
 from corral.supervisor.pool import Pool, describe
 from corral.supervisor.transitions import (
@@ -253,12 +234,8 @@ class Supervisor:
             return None
         live = self._state is not State.STOPPING
         times = self._pool.deadlines(self._target, self._generation, live=live)
-        oldest = self._next_lifetime()
-        if oldest is not None:
-            boot_s = self._pool.expected_boot_s()
-            times.append(lifetime_deadline(oldest, self.settings, boot_s))
         if self._state is State.RUNNING:
-            times += self._pool.lifetime_limits()
+            times += lifetime_deadlines(self._pool, self.settings)
         return min(times, default=None)
 
     # -- event handlers -------------------------------------------------------------------
@@ -310,15 +287,9 @@ class Supervisor:
         self._generation = self._last_generation
         if workers is not None:
             self._target = max(1, workers)
-        actions: list[Action] = [
-            Log(
-                logging.INFO,
-                f"reload ({reason}): starting generation {self._generation}"
-                f" with {self._target} workers",
-            )
-        ]
+        what = f"starting generation {self._generation} with {self._target} workers"
         # RUNNING becomes RELOADING; a reload while STARTING or RELOADING keeps the state.
-        return actions + self._enter(Trigger.RELOAD)
+        return [Log(logging.INFO, f"reload ({reason}): {what}"), *self._enter(Trigger.RELOAD)]
 
     def _on_ready(self, pid: int, ready: bool) -> list[Action]:
         worker = self._pool.procs.get(pid)
@@ -343,37 +314,22 @@ class Supervisor:
             # Still silent since its stack dump: written off as hung (no RETIRE, its loop
             # cannot drain). SIGKILLed at its timeout, not now: the successor serves
             # already, and faulthandler gets its whole grace even on a loaded machine.
-            actions += self._write_off_hung(worker.slot, slot, old)
+            what, kill = write_off_hung(slot, old, self.settings, self._now)
+            actions += [] if kill is None else [kill]
+            actions += self._crash(worker.slot, what, replaced=True)
             if self._state is State.STOPPING:
                 return actions  # the crash budget ran out: the stop told the successor too
-            old = None
         # After the crash above: that record consumes the old worker's READY time.
         self._policy.note_ready(worker.slot, self._now)
-        slot.active, slot.successor = worker, None
         actions.append(Log(logging.INFO, f"{describe(worker)} READY after {took:.2f}s"))
-        if old is not None:
-            why = old.recycle_reason or f"replaced by generation {worker.generation}"
-            actions.append(Log(logging.INFO, f"retiring {describe(old)}: {why}"))
-            actions.append(self._pool.tell_stop(old, WorkerSignal.RETIRE, self._now))
-        return actions
+        return actions + self._pool.promote(slot, worker, self._now)
 
     def _on_recycle(self, pid: int, reason: str, *, retire_now: bool) -> list[Action]:
         worker = self._pool.procs.get(pid)
         if worker is None or worker.stopping or worker.ready_at is None:
             return []
-        actions: list[Action] = []
-        under_way = worker.recycle_reason is not None  # memory is sampled every second
-        if not under_way:
-            worker.recycle_reason = reason
-            actions.append(Log(logging.INFO, f"{describe(worker)} will be replaced: {reason}"))
-        # READY and not stopping: the active worker of its slot. Retired now only if its
-        # replacement was under way before this sample: a successor always gets a chance
-        # (a second) to take over. One dumped for silence is left to the heartbeat timer.
-        if retire_now and under_way and worker.dumped_at is None:
-            slot = self._pool.slots[worker.slot]
-            why = f"{reason}, more than 10% over the limit: not waiting for its successor"
-            actions += self._pool.retire_active(slot, why, self._now)
-        return actions
+        # READY and not stopping: the active worker of its slot.
+        return recycle(self._pool, worker, reason, retire_now=retire_now, now=self._now)
 
     def _on_exit(self, event: ChildExited) -> list[Action]:
         worker = self._pool.procs.pop(event.pid, None)
@@ -395,13 +351,8 @@ class Supervisor:
         slot.active = None
         if event.signal == MasterSignal.KILL:
             slot.not_before = self._now
-            return [
-                Log(
-                    logging.WARNING,
-                    f"{describe(worker)} was killed by SIGKILL from outside corral "
-                    "(the OOM killer?); replacing it",
-                )
-            ]
+            message = f"{describe(worker)} was killed by SIGKILL from outside corral"
+            return [Log(logging.WARNING, f"{message} (the OOM killer?); replacing it")]
         return self._crash(worker.slot, f"{describe(worker)} exited unexpectedly ({how})")
 
     def _on_spawned(self, event: Spawned) -> list[Action]:
@@ -431,74 +382,24 @@ class Supervisor:
             actions += self._check_slot(slot_id, slot)
         if self._state is not State.RUNNING:
             return actions
-        boot_s = self._pool.expected_boot_s()
-        oldest = self._next_lifetime()
-        if oldest is not None and self._now >= lifetime_deadline(oldest, self.settings, boot_s):
-            oldest.recycle_reason = "max lifetime reached"
-            lead_s = lifetime_lead_s(self.settings, boot_s)
-            message = (
-                f"{describe(oldest)} reached its max lifetime less {lead_s:.2f}s"
-                " (its successor's expected boot time): starting the successor"
-            )
-            actions.append(Log(logging.INFO, message))
-        for slot in self._pool.past_lifetime_limit(self._now):
-            why = "max lifetime + 10% passed before its successor was READY"
-            actions += self._pool.retire_active(slot, why, self._now)
-        return actions
+        return actions + check_lifetimes(self._pool, self.settings, self._now)
 
     # -- helpers ----------------------------------------------------------------------------
 
     def _check_slot(self, slot_id: int, slot: Slot) -> list[Action]:
         """Ready timeout of the successor and heartbeat of the active worker."""
         actions: list[Action] = []
-        new = slot.successor
-        # An obsolete successor (older generation) is retired by _reconcile, not failed here.
-        if (
-            new is not None
-            and new.generation == self._generation
-            and self._now >= ready_deadline(new, self.settings)
-        ):
-            slot.successor = None
-            new.stopping = True  # SIGKILLed right away: no kill deadline
+        new = ready_timed_out(slot, self._generation, self.settings, self._now)
+        if new is not None:
             why = f"not READY after {self.settings.ready_timeout_s}s, SIGKILL"
             actions += self._successor_failed(slot_id, new.generation, why, None)
             actions.append(Kill(new.pid))
-        old = slot.active
-        due = None if old is None else heartbeat_deadline(old, self.settings)
-        if old is None or due is None or self._now < due:
-            return actions
-        if old.dumped_at is None:
-            old.dumped_at = self._now
-            silent = self._now - old.last_beat
-            # The slot now wants a successor: _reconcile spawns it in this same event.
-            old.recycle_reason = old.recycle_reason or f"no heartbeat for {silent:.1f}s"
-            message = (
-                f"{describe(old)} sent no heartbeat for {silent:.1f}s: dumping its stack and"
-                f" starting its successor; SIGKILL once that is READY, or in"
-                f" {dump_lead_s(self.settings):.1f}s"
-            )
-            actions += [Log(logging.WARNING, message), SendSignal(old.pid, WorkerSignal.DUMP_STACK)]
-        else:
-            slot.active = None
-            old.stopping = True  # SIGKILLed right away: no kill deadline
-            silent = self._now - old.last_beat
-            what = f"{describe(old)} hung (no heartbeat for {silent:.1f}s): SIGKILLed"
-            actions += [Kill(old.pid), *self._crash(slot_id, what)]
-        return actions
-
-    def _write_off_hung(self, slot_id: int, slot: Slot, old: Worker) -> list[Action]:
-        """Detach the slot's silent active worker, whose successor is READY: a crash,
-        SIGKILL at the end of its worker timeout (``kill_at``, see Pool.kill_overdue)."""
-        slot.active = None
-        old.stopping = True
-        due = heartbeat_deadline(old, self.settings)
-        silent = self._now - old.last_beat
-        what = f"{describe(old)} hung (no heartbeat for {silent:.1f}s); its successor is READY"
-        if due is None or due <= self._now:  # a reload disabled the timeout, or it is over
-            return [Kill(old.pid), *self._crash(slot_id, f"{what}; SIGKILL", replaced=True)]
-        old.kill_at = due
-        message = f"{what}; SIGKILL at its worker timeout, in {due - self._now:.1f}s"
-        return self._crash(slot_id, message, replaced=True)
+        more, hung = check_heartbeat(slot, self.settings, self._now)
+        if hung is not None:
+            silent = self._now - hung.last_beat
+            what = f"{describe(hung)} hung (no heartbeat for {silent:.1f}s): SIGKILLed"
+            more = [Kill(hung.pid), *self._crash(slot_id, what)]
+        return actions + more
 
     def _successor_failed(
         self, slot_id: int, generation: int, why: str, exit_code: int | None
@@ -559,12 +460,6 @@ class Supervisor:
             raise SupervisorUsageError(f"no Spawn({slot_id}, {generation}) is pending")
         return slot
 
-    def _next_lifetime(self) -> Worker | None:
-        """The worker whose max lifetime replacement comes next (only while RUNNING)."""
-        if self._state is not State.RUNNING:
-            return None
-        return self._pool.next_lifetime()
-
     def _reconcile(self) -> list[Action]:
         """Move the slots towards the target: the replacement primitive lives here."""
         target, generation = self._target, self._generation
@@ -591,12 +486,8 @@ class Supervisor:
             self._enter(Trigger.REAPED)  # sends nothing: the Exit says it all
             code = self._exit_code
             return [*actions, Log(logging.INFO, f"all workers gone: exit {code}"), Exit(code)]
-        if self._state is State.STOPPING:
-            status = f"STATUS=stopping, {len(pool.procs)} workers left"
-        else:
-            # Count the workers that are what the server should be: in range, current generation.
-            ready = pool.current(self._target, self._generation)
-            status = f"STATUS={ready}/{self._target} workers ready, generation {self._generation}"
+        stopping = self._state is State.STOPPING
+        status = pool.status(self._target, self._generation, stopping=stopping)
         if status != self._status:
             self._status = status
             actions.append(Notify(status))
