@@ -58,11 +58,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol, final
 
-# RustNotify is documented in watchfiles' reference ("Rust backend direct usage"): unlike
-# watch(), it lets us arm the next watcher before closing the current one.
-from watchfiles._rust_notify import RustNotify
-
 from corral.config import Config
+
+# RustNotify is documented in watchfiles' reference ("Rust backend direct usage"): unlike
+# watch(), it lets us arm the next watcher before closing the current one. It lives in a
+# private module, so it is reached through the hook module with the other private APIs.
+from corral.protocol.private import RustNotify
 from corral.supervisor.watchrules import IGNORED_DIRS, IGNORED_FILES, WatchRules
 
 logger = logging.getLogger("corral.error")
