@@ -25,15 +25,19 @@ Rules:
 * The handshake is checked by :func:`~corral.protocol.ws_limits.check_handshake`
   before wsproto sees it, so the status (400 or 426) is ours to choose. It is then
   handed to wsproto with ``initiate_upgrade_connection``, which re-reads the same
-  parsed headers: one parser, no re-serialised bytes from the network.
+  parsed headers: one parser, no re-serialised bytes from the network. The responses
+  are built by :class:`~corral.protocol.ws_handshake.Handshake`; the states are here.
 * Nothing is sent before the app decides (ASGI: the server must not finish the
   handshake first). Bytes the client sends early are buffered, up to one maximum
   message, and fed to wsproto after the 101 goes out.
 * Frames are parsed by wsproto; sizes and fragment counts are bounded from frame
   headers by :class:`~corral.protocol.ws_limits.MessageGuard`, inflation by
-  :class:`~corral.protocol.ws_deflate.BoundedDeflate`. Outgoing server frames are
-  unmasked and simple, so they are built here without wsproto's three copies; only
-  Close goes through wsproto, to keep its closing handshake state right.
+  :class:`~corral.protocol.ws_deflate.BoundedDeflate`. Two kinds of frame skip it
+  (``ws_frames.py``): outgoing server frames, unmasked and simple, are built without
+  wsproto's three copies (only Close goes through wsproto, to keep its closing
+  handshake state right); and whole, unfragmented text and binary client frames are
+  read without it while it is between messages (``private.between_messages``), which
+  ``simple_frames`` counts.
 * Bad peer input never raises: the connection is failed (RFC 6455 section 7.1.7) with
   a Close frame carrying 1002, 1007, 1009 or the guard's code, then CLOSED. Misuse by
   the caller raises :class:`LocalProtocolError`; sending on a closing or closed
@@ -74,28 +78,47 @@ logging, the application.
 
 from __future__ import annotations
 
-import enum
 import math
-import struct
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, TypeAlias, final
+from typing import TYPE_CHECKING, Final, final
 
-import h11
-from wsproto import ConnectionType, WSConnection
 from wsproto import events as wsevents
 from wsproto.connection import ConnectionState
-from wsproto.utilities import RemoteProtocolError
 
+from corral.protocol.private import between_messages
 from corral.protocol.request import Request
 from corral.protocol.ws_deflate import BoundedDeflate
+from corral.protocol.ws_events import (
+    ABNORMAL,
+    CLOSED,
+    CLOSING,
+    CONNECTING,
+    FAILING,
+    OPEN,
+    BytesMessage,
+    CloseReceived,
+    ConnectionClosed,
+    Event,
+    LocalProtocolError,
+    PongReceived,
+    TextMessage,
+    WebSocketState,
+)
+from corral.protocol.ws_frames import (
+    FIN_BINARY,
+    FIN_PING,
+    FIN_PONG,
+    FIN_TEXT,
+    RSV1,
+    queue_frame,
+    read_simple_frames,
+)
+from corral.protocol.ws_handshake import Handshake
 from corral.protocol.ws_limits import (
     REFUSAL_400,
     REFUSAL_426,
-    RESPONSE_OWNED_HEADERS,
     MessageGuard,
     Refusal,
     WebSocketLimits,
-    check_handshake,
     sendable_close_code,
 )
 
@@ -103,7 +126,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from wsproto.connection import Connection
-    from wsproto.extensions import Extension
 
 __all__ = [
     "CLOSED",
@@ -124,100 +146,6 @@ __all__ = [
 ]
 
 
-class LocalProtocolError(Exception):
-    """The caller asked for something the protocol or the current state forbids."""
-
-
-class ConnectionClosed(LocalProtocolError):
-    """The connection is closing or closed; nothing more can be sent on it."""
-
-
-class WebSocketState(enum.Enum):
-    """Where the connection is; see the diagram in the module docstring."""
-
-    CONNECTING = "connecting"
-    OPEN = "open"
-    FAILING = "failing"
-    CLOSING = "closing"
-    CLOSED = "closed"
-
-
-CONNECTING: Final = WebSocketState.CONNECTING
-OPEN: Final = WebSocketState.OPEN
-FAILING: Final = WebSocketState.FAILING
-CLOSING: Final = WebSocketState.CLOSING
-CLOSED: Final = WebSocketState.CLOSED
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class TextMessage:
-    """A complete text message from the peer, reassembled and decoded."""
-
-    data: str
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class BytesMessage:
-    """A complete binary message from the peer, reassembled."""
-
-    data: bytes
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class PongReceived:
-    """A Pong from the peer; keepalive bookkeeping has already used it."""
-
-    data: bytes
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class CloseReceived:
-    """The connection is over; ``code`` is chosen as the module docstring says."""
-
-    code: int
-    reason: str
-
-
-#: Everything :meth:`WebSocketCore.events_received` may return.
-Event: TypeAlias = "TextMessage | BytesMessage | PongReceived | CloseReceived"
-
-# RFC 6455 section 7.1.5: the connection closed without a Close frame.
-_ABNORMAL: Final = CloseReceived(1006, "")
-
-# First header byte of each frame the server sends: FIN plus opcode (section 5.2).
-_FIN_TEXT: Final = 0x81
-_FIN_BINARY: Final = 0x82
-_FIN_PING: Final = 0x89
-_FIN_PONG: Final = 0x8A
-_RSV1: Final = 0x40  # "this message is compressed" (RFC 7692 section 6)
-
-# Header layouts for 7-bit, 16-bit and 64-bit payload lengths; no mask from a server.
-_PACK_SHORT: Final = struct.Struct("!BB").pack
-_PACK_MEDIUM: Final = struct.Struct("!BBH").pack
-_PACK_LONG: Final = struct.Struct("!BBQ").pack
-
-#: Up to this size a frame's header and payload are joined into one chunk (one write,
-#: one small copy); above it they are queued apart so a big payload is never copied.
-_COALESCE_MAX: Final = 16 * 1024
-
-# First header byte of the only client frames read without wsproto: FIN, no RSV bit,
-# text or binary (section 5.2). Anything else (fragments, control frames, extension
-# bits) goes through wsproto.
-_CLIENT_FIN_TEXT: Final = 0x81
-_CLIENT_FIN_BINARY: Final = 0x82
-
-#: Payloads shorter than this are unmasked with one big-integer XOR; longer ones with
-#: four byte-translations (measured: the integer is faster up to about 1 KiB, then
-#: the tables win by 2.5x at 64 KiB).
-_UNMASK_BY_INT_MAX: Final = 1024
-
-# XOR tables for unmasking long payloads: _XOR[k] maps each byte b to b ^ k.
-_XOR: Final = [bytes(b ^ k for b in range(256)) for k in range(256)]
-
 #: Messages shorter than this go out uncompressed even when deflate is on (RFC 7692
 #: lets each message choose). Below ~64 bytes deflate's block overhead eats the gain,
 #: and zlib's fixed cost per call dominates a small echo.
@@ -233,13 +161,18 @@ class WebSocketCore:
     ``error_status_hint`` set, and the app must not be called.
 
     One class for the whole life, though it is longer than the house's ~250 lines:
-    every method reads and moves the one state, and a handshake object handing over to
-    a frame object would put a hop on the per-message path. The policy it applies
-    lives in ws_limits and ws_deflate, so what is here is the state machine itself.
+    every method reads and moves the one state, and a frame object taking over from
+    this one would put a hop on the per-message path. What is not state lives beside
+    it: the policy in ws_limits and ws_deflate, the handshake's responses in
+    ws_handshake (it hands wsproto's connection over at accept()), the frames read and
+    written without wsproto in ws_frames, the events in ws_events. What is here is the
+    state machine itself.
 
     Attributes:
         error_status_hint: The HTTP status of a refused handshake, else None.
         error_reason: Why the handshake was refused, for the log; "" if it was not.
+        simple_frames: Messages read on the fast path, without wsproto
+            (``ws_frames.read_simple_frames``): for tests and debugging.
     """
 
     def __init__(self, request: Request, trailing: bytes, *, limits: WebSocketLimits) -> None:
@@ -253,7 +186,6 @@ class WebSocketCore:
         self._events: list[Event] = []
         self._out: list[bytes] = []
         self._early = bytearray(trailing)
-        self._ws = WSConnection(ConnectionType.SERVER)
         # Set by accept(): the frame-level connection, and the extensions in use.
         self._conn: Connection | None = None
         self._guard: MessageGuard | None = None
@@ -274,22 +206,10 @@ class WebSocketCore:
         self._failing_since: float | None = None
         self.error_status_hint: int | None = None
         self.error_reason = ""
-
-        checked = check_handshake(request)
-        if isinstance(checked, Refusal):
-            self._subprotocols: list[str] = []
-            self._refuse(checked)
-            return
-        self._subprotocols = checked
-        if len(trailing) > limits.max_message_size:
-            self._refuse(Refusal(400, "too much data before the handshake response"))
-            return
-        try:
-            self._ws.initiate_upgrade_connection(request.headers, request.target)
-        except (RemoteProtocolError, UnicodeError):
-            # wsproto's own checks (and its IDNA decode of Host) found something ours
-            # let through; its verdict stands, with our status.
-            self._refuse(Refusal(400, "handshake refused by wsproto"))
+        self.simple_frames = 0
+        self._handshake = Handshake(request, trailing, limits)
+        if self._handshake.refusal is not None:
+            self._refuse(self._handshake.refusal)
 
     # -- state -------------------------------------------------------------------------
 
@@ -301,7 +221,7 @@ class WebSocketCore:
     @property
     def subprotocols(self) -> list[str]:
         """Subprotocols the client offered, in its order of preference (a copy)."""
-        return list(self._subprotocols)
+        return list(self._handshake.subprotocols)
 
     def close_expected(self) -> bool:
         """True once the TCP connection should be closed after flushing data_to_send()."""
@@ -345,33 +265,9 @@ class WebSocketCore:
         """
         if self._state is not CONNECTING:
             raise self._state_error("accept")
-        extra = list(headers)
-        for name, _ in extra:
-            if name.lower() in RESPONSE_OWNED_HEADERS:
-                raise LocalProtocolError(f"accept() sets the {name!r} header itself")
-        if subprotocol is not None and subprotocol not in self._subprotocols:
-            raise LocalProtocolError(f"subprotocol {subprotocol!r} was not offered")
-        # Fresh extension objects per attempt: negotiation mutates them, and a failed
-        # attempt must not leave a half-negotiated one behind.
-        guard = MessageGuard(self._limits)
-        extensions: list[Extension] = [guard]
-        deflate = None
-        if self._limits.per_message_deflate:
-            deflate = BoundedDeflate(self._limits.max_message_size)
-            extensions.append(deflate)
-        try:
-            response = self._ws.send(
-                wsevents.AcceptConnection(
-                    subprotocol=subprotocol, extensions=extensions, extra_headers=extra
-                )
-            )
-        except h11.LocalProtocolError as exc:
-            # h11 refused a header (CR/LF would split the response) while building the
-            # response, before anything was sent or any state moved.
-            raise LocalProtocolError(f"invalid response header: {exc}") from exc
-        self._conn = self._ws.connection
-        self._guard = guard
-        self._deflate = deflate if deflate is not None and deflate.enabled() else None
+        response, self._conn, self._guard, self._deflate = self._handshake.accept(
+            subprotocol, headers
+        )
         self._state = OPEN
         self._out.append(response)
         early = self._early
@@ -410,15 +306,7 @@ class WebSocketCore:
         """
         if self._state is not CONNECTING:
             raise self._state_error("reject")
-        extra = [(name, value) for name, value in headers if name.lower() != b"connection"]
-        extra.append((b"connection", b"close"))
-        try:
-            head = self._ws.send(
-                wsevents.RejectConnection(status_code=status, headers=extra, has_body=True)
-            )
-        except h11.LocalProtocolError as exc:
-            raise LocalProtocolError(f"invalid rejection response: {exc}") from exc
-        self._out.append(head)
+        self._out.append(self._handshake.reject_head(status, headers))
         self._state = CLOSING
         self._rejecting = True
 
@@ -433,11 +321,11 @@ class WebSocketCore:
         if self._state is not CLOSING or not self._rejecting:
             raise self._state_error("send a rejection body")
         try:
-            chunk = self._ws.send(wsevents.RejectData(data=data, body_finished=not more))
-        except h11.LocalProtocolError as exc:
+            chunk = self._handshake.reject_body(data, more)
+        except LocalProtocolError:
             # The head is out; a broken body can only be ended by closing.
             self._state = CLOSED
-            raise LocalProtocolError(f"invalid rejection body: {exc}") from exc
+            raise
         self._out.append(chunk)
         if not more:
             self._state = CLOSED
@@ -463,7 +351,7 @@ class WebSocketCore:
                 # The client must wait for the 101 before sending (section 4.1);
                 # one maximum message of patience is all it gets.
                 self._refuse(Refusal(400, "too much data before the handshake response"))
-                self._events.append(_ABNORMAL)
+                self._events.append(ABNORMAL)
 
     def receive_eof(self) -> None:
         """The peer closed its side. Unless the connection is already over, this ends
@@ -495,15 +383,18 @@ class WebSocketCore:
     def _receive_frames(self, data: bytes) -> None:
         conn = self._conn
         assert conn is not None  # set by accept(), the only way into OPEN
-        if self._state is OPEN and self._deflate is None and _between_messages(conn):
-            used = self._receive_simple_frames(data)
+        events = self._events
+        if self._state is OPEN and self._deflate is None and between_messages(conn):
+            # The fast path (ws_frames.py): whole simple frames, wsproto skipped.
+            before = len(events)
+            used = read_simple_frames(data, self._limits.max_message_size, events)
             if used:
+                self.simple_frames += len(events) - before
                 self._owed = True
                 if used == len(data):
                     return
                 data = data[used:]
         conn.receive_data(data)
-        events = self._events
         for event in conn.events():
             # Most common first. wsproto yields a message in pieces as its bytes
             # arrive; an unfragmented message that arrived whole costs no join.
@@ -538,7 +429,7 @@ class WebSocketCore:
                     self._owed = True
             elif isinstance(event, wsevents.Ping):
                 # RFC 6455 section 5.5.2: a Pong echoes the Ping's payload.
-                self._queue_frame(_FIN_PONG, event.payload)
+                queue_frame(self._out, FIN_PONG, event.payload)
             elif isinstance(event, wsevents.Pong):
                 if event.payload == self._ping_payload:
                     self._ping_payload = None
@@ -548,54 +439,6 @@ class WebSocketCore:
                 # wsproto yields nothing after a Close or a parse failure.
                 self._on_close(conn, event)
                 return
-
-    def _receive_simple_frames(self, data: bytes) -> int:
-        """Read the complete, unfragmented, masked text and binary frames at the start of
-        ``data`` without wsproto; return how many bytes they took.
-
-        Call only while wsproto is between messages with nothing buffered (so skipping
-        it changes none of its state) and without deflate. The first frame that is
-        anything else (a control frame, a fragment, RSV bits, no mask, a 64-bit or
-        non-minimal length, a size over the limit, invalid UTF-8, or simply incomplete)
-        stops the loop, and it and everything after it go to wsproto, which accepts
-        it or fails the connection with its own code. That is what keeps this path
-        from ever judging a frame differently: it only reads frames wsproto would read
-        to the same message (RFC 6455 sections 5.2, 5.3, 5.6).
-        """
-        events = self._events
-        limit = self._limits.max_message_size
-        size = len(data)
-        pos = 0
-        while size - pos >= 6:  # the smallest masked frame: 2 header + 4 mask bytes
-            first = data[pos]
-            if first != _CLIENT_FIN_TEXT and first != _CLIENT_FIN_BINARY:
-                break
-            second = data[pos + 1]
-            if second < 0x80:  # MASK bit clear: wsproto fails it (section 5.1)
-                break
-            length = second & 0x7F
-            if length < 126:
-                start = pos + 6
-            elif length == 126 and size - pos >= 8:
-                length = (data[pos + 2] << 8) | data[pos + 3]
-                if length < 126:  # not the minimal encoding: wsproto refuses those
-                    break
-                start = pos + 8
-            else:
-                break  # 64-bit lengths (large messages) and incomplete headers
-            end = start + length
-            if end > size or length > limit:
-                break
-            payload = _unmask(data[start:end], data[start - 4 : start])
-            if first == _CLIENT_FIN_TEXT:
-                try:
-                    events.append(TextMessage(payload.decode("utf-8")))
-                except UnicodeDecodeError:
-                    break  # wsproto fails it with 1007
-            else:
-                events.append(BytesMessage(payload))
-            pos = end
-        return pos
 
     def _on_close(self, conn: Connection, event: wsevents.CloseConnection) -> None:
         """A Close frame arrived, or wsproto (or an extension) failed a frame."""
@@ -652,7 +495,7 @@ class WebSocketCore:
             payload = data.encode()
         except UnicodeEncodeError as exc:
             raise LocalProtocolError("text is not encodable as UTF-8") from exc
-        self._send_message(_FIN_TEXT, payload)
+        self._send_message(FIN_TEXT, payload)
 
     def send_bytes(self, data: bytes) -> None:
         """Queue a binary message; allowed in OPEN and FAILING, as send_text().
@@ -664,7 +507,7 @@ class WebSocketCore:
         state = self._state
         if state is not OPEN and state is not FAILING:
             raise self._state_error("send")
-        self._send_message(_FIN_BINARY, data)
+        self._send_message(FIN_BINARY, data)
 
     def send_ping(self, payload: bytes = b"") -> None:
         """Queue a Ping; its Pong arrives as :class:`PongReceived`.
@@ -677,7 +520,7 @@ class WebSocketCore:
             raise self._state_error("ping")
         if len(payload) > 125:
             raise LocalProtocolError("a ping payload is at most 125 bytes")
-        self._queue_frame(_FIN_PING, payload)
+        queue_frame(self._out, FIN_PING, payload)
 
     def send_close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake; the state becomes CLOSING until the peer's
@@ -713,20 +556,8 @@ class WebSocketCore:
         deflate = self._deflate
         if deflate is not None and len(payload) >= _MIN_COMPRESS_BYTES:
             payload = deflate.compress(payload)
-            first |= _RSV1
-        self._queue_frame(first, payload)
-
-    def _queue_frame(self, first: int, payload: bytes) -> None:
-        # RFC 6455 section 5.2: the shortest length encoding; servers never mask.
-        size = len(payload)
-        if size < 126:
-            self._out.append(_PACK_SHORT(first, size) + payload)
-            return
-        header = _PACK_MEDIUM(first, 126, size) if size < 65536 else _PACK_LONG(first, 127, size)
-        if size <= _COALESCE_MAX:
-            self._out.append(header + payload)
-        else:
-            self._out += (header, payload)
+            first |= RSV1
+        queue_frame(self._out, first, payload)
 
     # -- time and flow control ---------------------------------------------------------
 
@@ -772,7 +603,7 @@ class WebSocketCore:
                 # A counter makes each payload unique without a random source.
                 self._ping_count = (self._ping_count + 1) & 0xFFFFFFFF
                 self._ping_payload = self._ping_count.to_bytes(4, "big")
-                self._queue_frame(_FIN_PING, self._ping_payload)
+                queue_frame(self._out, FIN_PING, self._ping_payload)
                 self._idle_since = now
         elif state is FAILING:
             if self._failing_since is None:
@@ -844,39 +675,8 @@ class WebSocketCore:
         self._fail(*failure)
 
     def _finish(self, code: int, reason: str) -> None:
-        self._events.append(_ABNORMAL if code == 1006 else CloseReceived(code, reason))
+        self._events.append(ABNORMAL if code == 1006 else CloseReceived(code, reason))
         self._state = CLOSED
         # Drop a half-reassembled message now rather than with the object.
         self._text_parts.clear()
         self._byte_parts.clear()
-
-
-def _between_messages(conn: Connection) -> bool:
-    """True when wsproto holds no byte and no message in progress: frames may then be
-    read without it (see WebSocketCore._receive_simple_frames).
-
-    This reads wsproto's internals (1.x); where they are not as expected it answers
-    False and every frame goes through wsproto, slower but the same.
-    """
-    proto = getattr(conn, "_proto", None)
-    decoder = getattr(proto, "_frame_decoder", None)
-    messages = getattr(proto, "_message_decoder", None)
-    buffer = getattr(decoder, "buffer", None)
-    return (
-        buffer is not None
-        and getattr(decoder, "header", True) is None
-        and getattr(messages, "opcode", True) is None
-        and not len(buffer)
-    )
-
-
-def _unmask(payload: bytes, mask: bytes) -> bytes:
-    """XOR ``payload`` with the 4-byte masking key ``mask`` (RFC 6455 section 5.3)."""
-    size = len(payload)
-    if size < _UNMASK_BY_INT_MAX:
-        key = (mask * ((size + 3) // 4))[:size]
-        return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(size, "big")
-    out = bytearray(payload)
-    for i in range(4):
-        out[i::4] = out[i::4].translate(_XOR[mask[i]])
-    return bytes(out)
