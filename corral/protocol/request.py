@@ -180,26 +180,46 @@ def frame(method: bytes, target: bytes, version: bytes, headers: Headers) -> Par
     """
     if version != b"1.1" and version != b"1.0":
         return None
-    hosts = 0
-    length = b""
-    connection = upgrade = b""
-    for name, value in headers:
-        if name in _FRAMING:
-            if name == b"host":
-                hosts += 1
-            elif name == b"content-length":
-                # bytes.isdigit() is ASCII-only: exactly h11's [0-9]+.
-                if length or not value.isdigit() or len(value) > MAX_LENGTH_DIGITS:
-                    return None
-                length = value
-            elif name == b"connection":
-                connection += b"," + value
-            elif name == b"upgrade":
-                upgrade = value
-            else:  # Transfer-Encoding, Expect: h11's to handle
-                return None
+    hosts, length, lengths, chunked, expect, connection, upgrade = framing(headers)
+    # Transfer-Encoding and Expect are h11's to handle; so is any doubtful length
+    # (bytes.isdigit() is ASCII-only: exactly h11's [0-9]+).
+    if chunked or expect or lengths > 1:
+        return None
+    if lengths and (not length.isdigit() or len(length) > MAX_LENGTH_DIGITS):
+        return None
     if hosts != 1 and (hosts or version == b"1.1"):
         return None
     return ParsedHead(
         Request(method, target, version, headers), int(length) if length else 0, connection, upgrade
     )
+
+
+def framing(headers: Headers) -> tuple[int, bytes, int, bool, bool, bytes, bytes]:
+    """The framing facts of a head, read once, for both paths (names lower-cased).
+
+    Returns ``(hosts, length, lengths, chunked, expect, connection, upgrade)``: how many
+    Host fields; the (last) Content-Length value and how many there were; whether a
+    Transfer-Encoding field and an Expect field are present; every Connection value
+    joined with commas; the Upgrade value. The plain path (:func:`frame`) leaves any
+    doubt to h11; the h11 path reads the same facts after h11 has checked them. A
+    plain tuple: this runs once per request.
+    """
+    hosts = lengths = 0
+    length = connection = upgrade = b""
+    chunked = expect = False
+    for name, value in headers:
+        if name in _FRAMING:
+            if name == b"host":
+                hosts += 1
+            elif name == b"content-length":
+                lengths += 1
+                length = value
+            elif name == b"connection":
+                connection += b"," + value
+            elif name == b"upgrade":
+                upgrade = value
+            elif name == b"transfer-encoding":
+                chunked = True
+            else:
+                expect = True
+    return hosts, length, lengths, chunked, expect, connection, upgrade

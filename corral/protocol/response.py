@@ -133,6 +133,10 @@ class DefaultHeaders:
 NO_DEFAULTS: Final = DefaultHeaders([])
 
 
+# The interim response is the same every time: build it once.
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
 class Framing(enum.Enum):
     NONE = "none"  # no body on the wire
     LENGTH = "length"  # Content-Length
@@ -150,20 +154,48 @@ class ResponseState(enum.Enum):
 class ResponseWriter:
     """Writes the response to one request. Bytes come back from each call.
 
-    Call :meth:`head` once, :meth:`body` any number of times, then :meth:`end`.
-    After a :class:`ResponseError` from any of them, ``keep_alive`` is False.
+    Call :meth:`head` once, :meth:`body` any number of times, then :meth:`end`
+    (:meth:`continue_` before the head, at most once). After a :class:`ResponseError`
+    from any of them, ``keep_alive`` is False.
     """
 
-    __slots__ = ("_framing", "_head_only", "_http10", "_remaining", "keep_alive", "state")
+    __slots__ = (
+        "_connect",
+        "_framing",
+        "_head_only",
+        "_http10",
+        "_remaining",
+        "continue_sent",
+        "keep_alive",
+        "state",
+    )
 
-    def __init__(self, *, head_request: bool, http10: bool, keep_alive: bool) -> None:
+    def __init__(
+        self, *, head_request: bool, http10: bool, keep_alive: bool, connect: bool = False
+    ) -> None:
         self.state = ResponseState.IDLE
         #: Whether the connection may serve another request after this response.
         self.keep_alive = keep_alive and not http10
         self._head_only = head_request
         self._http10 = http10
+        # The request is CONNECT: a 2xx answer would open a tunnel (RFC 9110 9.3.6).
+        self._connect = connect
         self._framing = Framing.NONE
         self._remaining = 0
+        #: ``100 Continue`` went out for this request.
+        self.continue_sent = False
+
+    def continue_(self) -> bytes:
+        """The interim ``100 Continue`` (RFC 9110 section 15.2.1).
+
+        Raises:
+            ResponseError: the final response began, or a 100 was already sent.
+        """
+        if self.state is not ResponseState.IDLE or self.continue_sent:
+            self.keep_alive = False
+            raise ResponseError("100 Continue after the response began")
+        self.continue_sent = True
+        return _CONTINUE
 
     def head(
         self,
@@ -186,6 +218,11 @@ class ResponseWriter:
             raise ResponseError("the response head was already sent")
         if not 200 <= status <= 999:
             raise ResponseError(f"{status} is not a final status code")
+        if self._connect and status < 300:
+            # RFC 9110 section 9.3.6: a 2xx to CONNECT turns the connection into a
+            # tunnel, which ASGI cannot express.
+            self.keep_alive = False
+            raise ResponseError("a 2xx response to CONNECT would open a tunnel")
         line = _STATUS_LINES.get(status)
         lines = [line if line is not None else b"HTTP/1.1 %d \r\n" % status]
         length: bytes | None = None

@@ -125,6 +125,7 @@ class ServedConnection(Protocol):
     client: tuple[str, int] | None
     #: When the connection's current deadline passes (loop time; infinity: none).
     deadline: float
+
     @property
     def websocket(self) -> object:
         """The WebSocket session this connection carries, or None (plain HTTP)."""

@@ -204,11 +204,11 @@ class HTTPDriver:
         # The core's own buffer: a partial head, or pipelined bytes until reading pauses
         # (checked after each read, so the last read may be on top).
         limit = HTTP_LIMITS.max_header_bytes + self.max_read
-        assert len(self.core._head) <= limit
+        assert len(self.core._reader._head) <= limit
         # h11's buffer: an incomplete chunk line or trailer section, or a head plus the
         # pipelined bytes handed over with it, plus the read in progress.
         # (None when the head was read without h11: there is no such buffer then.)
-        h11_conn = self.core._h11
+        h11_conn = self.core._reader._h11
         if h11_conn is not None:
             assert len(h11_conn._receive_buffer) <= limit + self.max_read
 

@@ -11,6 +11,7 @@ from corral.protocol.http import (
     DEFAULT_MAX_HEADER_BYTES,
     MAX_DISCARD_BYTES,
     REASONS,
+    TRANSITIONS,
     CoreState,
     Event,
     HTTPLimits,
@@ -450,6 +451,37 @@ def test_start_next_cycle_before_response_complete_raises() -> None:
     pair.server.send_response(200, [])
     with pytest.raises(LocalProtocolError):
         pair.server.start_next_cycle()
+
+
+def test_a_whole_response_is_its_head_body_and_end_in_one() -> None:
+    """send_response(..., body=) writes exactly what the three calls would, and ends it."""
+    headers = [(b"content-length", b"5")]
+    apart = ConnectionPair()
+    apart.request()
+    apart.server.send_response(200, headers)
+    apart.server.send_body(b"hello")
+    apart.server.send_end()
+    whole = ConnectionPair()
+    whole.request()
+    whole.server.send_response(200, headers, body=b"hello")
+    assert whole.server.data_to_send() == [b"".join(apart.server.data_to_send())]
+    assert whole.server.response_complete()
+    with pytest.raises(LocalProtocolError):
+        whole.server.send_body(b"more")
+
+
+def test_the_readers_moves_are_checked_against_its_table() -> None:
+    """Every state has a row in TRANSITIONS, the final ones an empty one, and a move the
+    table does not list raises instead of happening."""
+    assert set(TRANSITIONS) == set(CoreState)
+    assert not TRANSITIONS[CoreState.SWITCHED]
+    assert not TRANSITIONS[CoreState.ERROR]
+    pair = ConnectionPair()
+    pair.feed(b"\x00garbage\r\n\r\n")  # a ProtocolError: the reader is in ERROR
+    assert pair.server.state is CoreState.ERROR
+    with pytest.raises(LocalProtocolError, match="error -> head"):
+        pair.server._reader.next_cycle()
+    assert pair.server.state is CoreState.ERROR
 
 
 # -- the head: size limits --------------------------------------------------------------------

@@ -362,7 +362,7 @@ def test_core_counts_a_length_body_across_reads() -> None:
     """A Content-Length body read without h11 arrives whole, then the pipelined head."""
     core = new_core()
     core.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab")
-    assert core._h11 is None
+    assert core._reader._h11 is None
     events = core.events_received()
     assert isinstance(events[0], Request)
     assert events[1:] == [Data(b"ab")]
@@ -413,7 +413,7 @@ def test_core_chunked_body_cut_short() -> None:
     """EOF inside a chunked body (read by h11) is a 400 too."""
     core = new_core()
     core.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab")
-    assert core._h11 is not None
+    assert core._reader._h11 is not None
     assert [type(e) for e in core.events_received()] == [Request, Data]
     core.receive_eof()
     (error,) = core.events_received()
