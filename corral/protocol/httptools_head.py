@@ -63,9 +63,12 @@ class HttptoolsHeadReader:
     decides anything.
     """
 
-    __slots__ = ("_again", "_headers", "_parser", "_url")
+    __slots__ = ("_again", "_headers", "_parser", "_url", "heads_read")
 
     def __init__(self) -> None:
+        #: Heads this reader read itself (the others went to ``h11.Connection``): for
+        #: tests and debugging, one slot incremented per head.
+        self.heads_read = 0
         self._url = b""
         self._headers: Headers = []
         # The head was a whole message after which llhttp expects another.
@@ -100,12 +103,19 @@ class HttptoolsHeadReader:
         # The request line exactly as h11's grammar has it, and the version from it.
         if head.startswith(b"%s %s HTTP/1.1\r\n" % (method, target)):
             parsed = frame(method, target, b"1.1", headers)
-            if not self._again or parsed is None:
+            if parsed is None:
                 self._parser = None
+                return None
+            if not self._again:
+                self._parser = None
+            self.heads_read += 1
             return parsed
         self._parser = None
         if head.startswith(b"%s %s HTTP/1.0\r\n" % (method, target)):
-            return frame(method, target, b"1.0", headers)
+            parsed = frame(method, target, b"1.0", headers)
+            if parsed is not None:
+                self.heads_read += 1
+            return parsed
         return None
 
     # -- llhttp's callbacks (httptools looks them up by name) --------------------------

@@ -45,9 +45,11 @@ rejection, and so every error message and status, still comes from h11.
 corpus and thousands of generated ones go through both, and whenever the fast path
 answers, h11 must accept the head and agree on method, target, version and headers.
 
-The request-line grammar is imported, not copied. If a future h11 moves it,
-:data:`FAST_PATH` is false and every head goes through ``h11.Connection``, slower but
-just as correct.
+The request-line grammar is imported, not copied (through ``private.py``, which holds
+every use of a dependency's private API). If a future h11 moves it, :data:`FAST_PATH`
+is false and every head goes through ``h11.Connection``, slower but just as correct.
+:data:`PARSE_HEAD_TALLY` counts the heads read here, so a test can tell the fast path
+from that fallback.
 
 ``Request`` and ``Data`` are slotted dataclasses that are not frozen: a frozen one
 assigns each field through ``object.__setattr__``, and these are made per request.
@@ -65,19 +67,17 @@ from typing import Final, final
 
 import h11
 
-try:  # h11's grammar: a private module, so its absence is survivable (FAST_PATH).
-    from h11._abnf import request_line as _request_line
-except ImportError:  # pragma: no cover - only with an h11 that moved its grammar
-    _request_line = ""
+# h11's grammar: a private name, so its absence is survivable (FAST_PATH).
+from corral.protocol.private import H11_REQUEST_LINE
 
 Headers = list[tuple[bytes, bytes]]
 
 #: Whether heads may be read without ``h11.Connection`` (h11's grammar was found).
-FAST_PATH: Final = bool(_request_line)
+FAST_PATH: Final = bool(H11_REQUEST_LINE)
 
 _Match = Callable[[bytes], "re.Match[bytes] | None"]
 # The expression h11's reader compiles, applied the way it applies it (fullmatch).
-_REQUEST_LINE: Final[_Match] = re.compile(_request_line.encode("ascii")).fullmatch
+_REQUEST_LINE: Final[_Match] = re.compile(H11_REQUEST_LINE.encode("ascii")).fullmatch
 
 # RFC 9110 section 5.6.2: tchar. A name is a token when deleting these leaves nothing.
 _TCHAR: Final = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -145,6 +145,23 @@ class ParsedHead:
         self.upgrade = upgrade
 
 
+@final
+class Tally:
+    """How many heads a fast path read itself, in this process: for tests and debugging.
+
+    One slot incremented per head, no call: nothing measurable on the hot path.
+    """
+
+    __slots__ = ("heads",)
+
+    def __init__(self) -> None:
+        self.heads = 0
+
+
+#: Heads :func:`parse_head` read (every other head went to ``h11.Connection``).
+PARSE_HEAD_TALLY: Final = Tally()
+
+
 def parse_head(head: bytes, end: int) -> ParsedHead | None:
     """Read ``head[:end]``, a head that passed ``check_head``, as h11 would.
 
@@ -168,7 +185,10 @@ def parse_head(head: bytes, end: int) -> ParsedHead | None:
             return None
         append((name.lower(), value.strip(b" \t")))  # OWS (RFC 9110 section 5.6.3)
     method, target, version = match.group("method", "target", "http_version")
-    return frame(method, target, version, headers)
+    parsed = frame(method, target, version, headers)
+    if parsed is not None:
+        PARSE_HEAD_TALLY.heads += 1
+    return parsed
 
 
 def frame(method: bytes, target: bytes, version: bytes, headers: Headers) -> ParsedHead | None:
