@@ -24,6 +24,17 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Multiplies every timeout in the tests (slow CI machines set CORRAL_TEST_TIME_FACTOR).
 TIME_FACTOR = float(os.environ.get("CORRAL_TEST_TIME_FACTOR", "1"))
 
+#: Set (to coverage's serialized settings) in the test process and every Python it
+#: starts when the suite runs under ``coverage run`` with ``patch = ["subprocess"]``
+#: (pyproject.toml): then each server, and each worker it forks, measures itself.
+COVERAGE_ENV = "COVERAGE_PROCESS_CONFIG"
+
+#: How long ``kill()`` lets a measured server stop by itself (SIGQUIT, the fast stop: the
+#: master QUITs its workers, SIGKILLs them after 1 s, reaps them and exits) so that every
+#: process writes its coverage data, before the SIGKILL that ends every test's server.
+#: Not scaled by TIME_FACTOR: it only bounds how long a lost measurement can cost.
+COVERAGE_STOP_S = 3.0
+
 _LISTENING = re.compile(r"listening on (https?://[^\s\"]+|unix:[^\s\"]+)")
 _READY = re.compile(r"worker (\d+) \(slot (\d+), generation (\d+)\) READY")
 
@@ -54,6 +65,10 @@ class Server:
     ) -> None:
         # ``wrap`` runs the server under another program (systemd-socket-activate,
         # unshare); that program's pid is then ``pid``.
+        if wrap and Path(wrap[0]).name == "systemd-socket-activate" and COVERAGE_ENV in os.environ:
+            # It hands the program a clean environment plus its -E variables only.
+            wrap = (wrap[0], "-E", COVERAGE_ENV, *wrap[1:])
+        self._wrapper = Path(wrap[0]).name if wrap else ""
         argv = [*wrap, sys.executable, "-m", "corral", *args]
         if bind_port and not any(
             a.startswith(("--port", "--bind", "-b", "--uds", "--fd")) for a in args
@@ -163,7 +178,20 @@ class Server:
         return sock
 
     def kill(self) -> None:
-        """Kill the whole process group (master and workers). Safe to call twice."""
+        """Kill the whole process group (master and workers). Safe to call twice.
+
+        Under coverage the master is first asked for a fast stop (SIGQUIT) and given
+        ``COVERAGE_STOP_S`` to take it, so that it and its workers save their data
+        (workers leave through ``os._exit``, which coverage's ``_exit`` patch saves on; the
+        master through ``sys.exit``, which its atexit hook saves on). The SIGKILL of the
+        group follows either way, so nothing is left behind; without coverage it comes at
+        once, as fast as before.
+        """
+        if COVERAGE_ENV in os.environ and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self._master_pid(), signal.SIGQUIT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(COVERAGE_STOP_S)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -171,6 +199,26 @@ class Server:
         self._reader.join(5)
         if self.proc.stdout is not None and not self._reader.is_alive():
             self.proc.stdout.close()
+
+    def _master_pid(self) -> int:
+        """The corral master's pid: ``pid``, unless a wrapper forked it rather than exec'd it.
+
+        ``unshare --fork`` stays as the parent of the master and forwards no signal, so
+        while ``pid`` is still the wrapper its single child is the master. The other
+        wrappers (systemd-socket-activate, setpriv) exec the server, after which ``pid`` is
+        the master (whose command line the master may have retitled: only the wrapper's
+        own name is trusted).
+        """
+        if not self._wrapper:
+            return self.pid
+        try:
+            argv0 = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")[0]
+            children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        except OSError:  # gone already, or no /proc: signal what we started
+            return self.pid
+        if Path(os.fsdecode(argv0)).name == self._wrapper and len(children) == 1:
+            return int(children[0])
+        return self.pid
 
     def __enter__(self) -> Server:
         return self
