@@ -42,10 +42,14 @@ class UpgradedConnection(asyncio.Protocol):
         "_transport",
         "_write_mark",
         "client",
+        "closing",
         "deadline",
         "loop",
+        "pause_reading",
         "server",
         "websocket",
+        "write",
+        "write_buffer_size",
         "write_paused",
     )
 
@@ -66,26 +70,22 @@ class UpgradedConnection(asyncio.Protocol):
         self._write_mark = 0
         self._drain_waiter: asyncio.Future[None] | None = None
         self.websocket: WebSocketSession | None = None
+        # The channel's plain calls are the transport's own, bound here: no extra call
+        # per message on the WebSocket path.
+        self.write = transport.write
+        self.write_buffer_size = transport.get_write_buffer_size
+        self.pause_reading = transport.pause_reading
+        self.closing = transport.is_closing
         if write_paused:
             self._arm_write_deadline()
 
     # -- the message channel --------------------------------------------------------------
 
-    def write(self, data: bytes) -> None:
-        self._transport.write(data)
-
-    def write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size()
-
-    def pause_reading(self) -> None:
-        self._transport.pause_reading()
+    # write, write_buffer_size, pause_reading and closing are the transport's (__init__).
 
     def resume_reading(self) -> None:
         if not self._transport.is_closing():
             self._transport.resume_reading()
-
-    def closing(self) -> bool:
-        return self._transport.is_closing()
 
     def close(self) -> None:
         transport = self._transport
