@@ -3,41 +3,14 @@
 ``data_received`` feeds the sans-I/O core and dispatches its events. For the request in
 progress the connection is the cycle's :class:`~corral.workers.channel.RequestChannel`:
 the cycle writes and pauses or resumes reading through it, and never sees the core or
-the transport. Deadlines
-are not timers: each connection records one ``deadline`` and its :class:`Deadline`
-reason, and the worker's sweep (every :data:`~corral.workers.server.SWEEP_INTERVAL_S`)
-calls :meth:`HTTPConnection.deadline_passed` on the connections whose deadline passed.
-No timer is armed or cancelled per request.
-
-Deadlines (all named, all configurable):
-
-* ``IDLE``: no request in progress. Between requests it is ``--timeout-keep-alive``;
-  before the first byte of a new connection it is ``--timeout-header``, so a socket that
-  never sends anything is closed even with keep-alive set high. Closes silently.
-* ``HEADER``: from the first byte of a request head to its end, absolute, so a client
-  trickling one byte a second cannot hold the connection (slowloris). Answers 408.
-* ``BODY``: silence while the app waits in ``receive()`` for request body. Answers 408
-  (or cuts the response if it already started); the app gets ``http.disconnect``.
-* ``WRITE``: the transport paused writing because the client does not read. Measured
-  as "no progress": while the write buffer keeps shrinking the deadline moves on. Also
-  armed by every close, since ``transport.close()`` waits for the buffer to drain.
-
-* ``LINGER``: after an error response (400, 408, 413, 431, 503, 500) the write side is
-  shut and input is read and dropped for :data:`LINGER_S`, so a client still uploading
-  sees the answer: closing with unread input sends a RST, which may make the client's
-  TCP stack discard the response (nginx's ``lingering_close``).
-
-Invariant: while ``write_paused`` is true the deadline is ``WRITE`` (nothing else may
-replace it), so a stalled client is always cut after ``--timeout-write``.
+the transport. Its deadlines (one at a time, checked by the worker's sweep) are
+described in ``deadlines.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import enum
 import logging
-import socket
 from typing import IO, TYPE_CHECKING, Any, cast, final
 
 from corral.protocol.http import Event, HTTPCore, ProtocolError, UpgradeRequest, simple_response
@@ -45,7 +18,9 @@ from corral.protocol.request import Data, EndOfMessage, Request
 from corral.protocol.response import REASONS
 from corral.workers.channel import Exchange, Headers
 from corral.workers.cycle import CycleState, RequestCycle
+from corral.workers.deadlines import DRAIN_IDLE_GRACE_S, INF, LINGER_S, Deadline, write_stalled
 from corral.workers.filesend import send_file
+from corral.workers.peer import describe_peer
 from corral.workers.scope import http_scope
 from corral.workers.upgraded import hand_over
 
@@ -54,40 +29,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("corral.error")
 
-INF = float("inf")
-
-#: Seconds an error response waits, reading and dropping input, before the close.
-#: How long a draining worker keeps an idle keep-alive connection open for a request
-#: that may already be on its way (see ``HTTPConnection.shutdown``). Clients under load
-#: send their next request within milliseconds; idle ones are not kept waiting long.
-DRAIN_IDLE_GRACE_S = 1.0
-
-#: Long enough for the client to see the response and stop sending; short enough that
-#: a client that keeps sending cannot hold the connection.
-LINGER_S = 2.0
-
 #: Streamed body bytes held back so that chunks the app sends in one go leave in one
 #: write at the end of the loop turn (one syscall, not one per chunk). Past this they
 #: are written at once, so an app that streams without ever waiting still meets
 #: backpressure (``pause_writing``) with at most this much held here.
 COALESCE_BYTES = 64 * 1024
-
-
-class Deadline(enum.Enum):
-    """Why a connection's ``deadline`` is set (see the module docstring)."""
-
-    NONE = "none"
-    IDLE = "idle"
-    HEADER = "header"
-    BODY = "body"
-    WRITE = "write"
-    LINGER = "linger"
-
-
-def _addr(info: Any) -> tuple[str, int] | None:
-    if isinstance(info, tuple) and len(info) >= 2:
-        return (str(info[0]), int(info[1]))
-    return None
 
 
 @final
@@ -157,24 +103,9 @@ class HTTPConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # cast, not assert: uvloop's transports are not asyncio.Transport subclasses.
         self.transport = cast("asyncio.Transport", transport)
-        local = transport.get_extra_info("sockname")
-        if isinstance(local, tuple):
-            # Nagle plus delayed ACK stalls a small response by 40 ms. asyncio and uvloop
-            # both set TCP_NODELAY on their TCP transports today; this keeps it true for
-            # any loop, for one syscall per connection.
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.client = _addr(transport.get_extra_info("peername"))
-            self.server_addr = _addr(local)
-        elif local is not None:
-            self.server_addr = (str(local), None)  # unix socket: [path, None] (spec 2.2)
-        server = self.server
-        if server.tls is not None:
-            self.tls = server.tls.extension(transport)
-        if server.proxy is not None:
-            self.proxy_trusted = server.proxy.trusts(self.client, unix=not isinstance(local, tuple))
+        self.client, self.server_addr, self.tls, self.proxy_trusted = describe_peer(
+            self.server, transport
+        )
         self.server.connections.add(self)
         self.set_deadline(Deadline.IDLE, self.server.timeout_header)
 
@@ -548,13 +479,13 @@ class HTTPConnection(asyncio.Protocol):
         if transport is None:
             return
         if reason is Deadline.WRITE or transport.is_closing():
-            size = transport.get_write_buffer_size()
-            if 0 < size < self._write_mark:
+            mark = write_stalled(transport, self._write_mark)
+            if mark is not None:
                 # Slow but moving: the stall deadline is about progress, not total time.
-                self._write_mark = size
+                self._write_mark = mark
                 self.set_deadline(Deadline.WRITE, self.server.timeout_write)
                 return
-            if size:
+            if transport.get_write_buffer_size():
                 logger.info("aborting a connection: the client stopped reading the response")
             transport.abort()
         elif reason is Deadline.IDLE or reason is Deadline.LINGER:

@@ -22,6 +22,7 @@ import logging
 from typing import TYPE_CHECKING, Any, final
 
 from corral.protocol.http import UpgradeRequest
+from corral.workers.deadlines import INF, write_stalled
 from corral.workers.server import WorkerServer
 from corral.workers.websocket import WebSocketSession
 
@@ -29,8 +30,6 @@ if TYPE_CHECKING:
     from corral.workers.channel import MessageChannel, ServedConnection
 
 logger = logging.getLogger("corral.error")
-
-INF = float("inf")
 
 
 @final
@@ -143,14 +142,14 @@ class UpgradedConnection(asyncio.Protocol):
     def deadline_passed(self) -> None:
         """The peer took nothing for ``--timeout-write``: cut it (unless it is slow but
         moving, which moves the deadline on)."""
-        size = self._transport.get_write_buffer_size()
-        if 0 < size < self._write_mark:
-            self._arm_write_deadline()
+        transport = self._transport
+        if write_stalled(transport, self._write_mark) is not None:
+            self._arm_write_deadline()  # slow but moving
             return
         self.deadline = INF
-        if size:
+        if transport.get_write_buffer_size():
             logger.info("aborting a WebSocket connection: the client stopped reading")
-        self._transport.abort()
+        transport.abort()
 
     def shutdown(self) -> None:
         assert self.websocket is not None
