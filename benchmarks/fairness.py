@@ -38,7 +38,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,48 +50,23 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.run import export_revision  # noqa: E402
-from tests.harness import Server, read_response, wait_until  # noqa: E402
-
-UPGRADE = (
-    b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+from tests.harness import (  # noqa: E402
+    WS_UPGRADE,
+    Server,
+    jain,
+    open_sockets,
+    read_response,
+    refused,
+    wait_until,
+    websocket_greeting_pid,
 )
-
-
-def jain(shares: list[int]) -> float:
-    return sum(shares) ** 2 / (len(shares) * sum(x * x for x in shares))
-
-
-def greeting_pid(sock: socket.socket) -> int:
-    """Finish a WebSocket upgrade and read the app's ``pid N`` greeting."""
-    sock.settimeout(10)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError("closed during the handshake")
-        data += chunk
-    rest = data.partition(b"\r\n\r\n")[2]
-    while len(rest) < 2 or len(rest) < 2 + rest[1]:
-        rest += sock.recv(4096)
-    return int(rest[2 : 2 + rest[1]].decode().split()[1])
-
-
-def open_fds(pid: int) -> int:
-    """The sockets ``pid`` holds (other descriptors, like the /dev/null libuv opens at its
-    first connection, do not count)."""
-    count = 0
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        with contextlib.suppress(FileNotFoundError):
-            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
-    return count
 
 
 def settle(pids: list[int], baseline: dict[int, int]) -> None:
     """Wait until every worker has closed the last trial's connections: a worker still
     counting them takes fewer of the next trial's, which is the rule, not unfairness."""
     wait_until(
-        lambda: all(open_fds(pid) <= baseline[pid] for pid in pids), 20, "the workers to settle"
+        lambda: all(open_sockets(pid) <= baseline[pid] for pid in pids), 20, "the workers to settle"
     )
 
 
@@ -100,8 +74,8 @@ def websocket_trial(srv: Server, pids: list[int], count: int) -> list[int]:
     with contextlib.ExitStack() as stack:
         socks = [stack.enter_context(srv.connect()) for _ in range(count)]
         for sock in socks:
-            sock.sendall(UPGRADE)
-        served = [greeting_pid(sock) for sock in socks]
+            sock.sendall(WS_UPGRADE)
+        served = [websocket_greeting_pid(sock) for sock in socks]
     return [served.count(pid) for pid in pids]
 
 
@@ -136,7 +110,7 @@ def fairness(trials: int) -> list[str]:
                     lambda srv=srv, n=workers: len(srv.worker_pids(1)) == n, 20, "the workers"
                 )
                 pids = sorted(srv.worker_pids(1))
-                baseline = {pid: open_fds(pid) for pid in pids}
+                baseline = {pid: open_sockets(pid) for pid in pids}
                 indexes, worst, met = [], 1.0, 0
                 for _ in range(trials):
                     shares = websocket_trial(srv, pids, 200)
@@ -203,15 +177,6 @@ def hello_ab(rev: str, pairs: int, seconds: int) -> list[str]:
         f"hello, 1 worker, asyncio + h11, wrk -t1 -c16 -d{seconds}s, {pairs} pairs:"
         f" working tree / {commit} = {listed}; median {statistics.median(ratios):.3f}"
     ]
-
-
-def refused(srv: Server) -> bool:
-    try:
-        sock = socket.create_connection((srv.host, srv.port), timeout=1)
-    except ConnectionRefusedError:
-        return True
-    sock.close()
-    return False
 
 
 def refusal(trials: int) -> list[str]:

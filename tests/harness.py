@@ -289,3 +289,54 @@ def server(*args: str, **kwargs: object) -> Iterator[Server]:
         yield srv
     finally:
         srv.kill()
+
+
+# -- connection-level helpers shared by tests/e2e/test_accept.py and benchmarks/fairness.py --
+
+#: A WebSocket upgrade request (any path of tests.apps_hostile:load is its WebSocket echo).
+WS_UPGRADE = (
+    b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def refused(srv: Server) -> bool:
+    """Whether a new connection is refused (one that gets through is closed at once)."""
+    try:
+        sock = socket.create_connection((srv.host, srv.port), timeout=1)
+    except ConnectionRefusedError:
+        return True
+    sock.close()
+    return False
+
+
+def websocket_greeting_pid(sock: socket.socket) -> int:
+    """Finish the upgrade sent on ``sock`` and read the app's ``pid N`` greeting."""
+    sock.settimeout(10 * TIME_FACTOR)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, "closed during the handshake"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    while len(rest) < 2 or len(rest) < 2 + rest[1]:
+        rest += sock.recv(4096)
+    text = rest[2 : 2 + rest[1]].decode()
+    assert text.startswith("pid "), text
+    return int(text.split()[1])
+
+
+def open_sockets(pid: int) -> int:
+    """The sockets ``pid`` holds (other descriptors, like the /dev/null libuv opens at its
+    first connection, do not count)."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(FileNotFoundError):
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+    return count
+
+
+def jain(shares: list[int]) -> float:
+    """Jain's fairness index: 1.0 when every share is equal, 1/n when one takes all."""
+    return sum(shares) ** 2 / (len(shares) * sum(x * x for x in shares))

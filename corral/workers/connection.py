@@ -212,17 +212,7 @@ class HTTPConnection(asyncio.Protocol):
         server = self.server
         if not self.write_paused:
             self.clear_deadline()
-        scope = http_scope(
-            server,
-            http_version="1.1" if request.http_version == b"1.1" else "1.0",
-            method=request.method,
-            target=request.target,
-            headers=request.headers,
-            client=self.client,
-            server_addr=self.server_addr,
-            tls=self.tls,
-            proxy_trusted=self.proxy_trusted,
-        )
+        scope = self.request_scope(request)
         cycle = self.cycle = RequestCycle(self, scope, request.method, request.target)
         if server.admit():
             eager = self._eager
@@ -264,8 +254,8 @@ class HTTPConnection(asyncio.Protocol):
         self.send_error(event.status, cycle)
 
     def request_scope(self, request: Request) -> dict[str, Any]:
-        """The ASGI scope of ``request`` on this connection (for a WebSocket upgrade;
-        ``_start_cycle`` makes the same call inline, one call fewer per request)."""
+        """The ASGI scope of ``request`` on this connection (HTTP, or the base of a
+        WebSocket scope)."""
         return http_scope(
             self.server,
             http_version="1.1" if request.http_version == b"1.1" else "1.0",

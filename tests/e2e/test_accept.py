@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import time
 from pathlib import Path
 
@@ -20,25 +19,20 @@ import pytest
 
 from corral.workers.accept import MARGIN
 from tests.e2e.test_signals import request_in_thread
-from tests.harness import ROOT, TIME_FACTOR, Server, read_response, wait_until
-
-LOOPS = ["asyncio", "uvloop"]
-
-WS_UPGRADE = (
-    b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+from tests.harness import (
+    ROOT,
+    TIME_FACTOR,
+    WS_UPGRADE,
+    Server,
+    jain,
+    open_sockets,
+    read_response,
+    refused,
+    wait_until,
+    websocket_greeting_pid,
 )
 
-
-def refused(srv: Server) -> bool:
-    """Whether a new connection is refused (one that gets through is closed at once)."""
-    try:
-        sock = socket.create_connection((srv.host, srv.port), timeout=1)
-    except ConnectionRefusedError:
-        return True
-    sock.close()
-    return False
-
+LOOPS = ["asyncio", "uvloop"]
 
 #: The bound on "refused at once". Refusal follows as soon as each process has run its
 #: stop handling (about 5 ms on an idle machine, printed by the test); the bound leaves a
@@ -117,28 +111,6 @@ def test_connections_queued_before_a_stop_are_served(loop: str) -> None:
         assert srv.wait() == 0
 
 
-def ws_worker_of(sock: socket.socket) -> int:
-    """Finish the upgrade on ``sock`` and read the app's ``pid N`` greeting."""
-    sock.settimeout(10 * TIME_FACTOR)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        assert chunk, "closed during the handshake"
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 101 "), head
-    while len(rest) < 2 or len(rest) < 2 + rest[1]:
-        rest += sock.recv(4096)
-    text = rest[2 : 2 + rest[1]].decode()
-    assert text.startswith("pid "), text
-    return int(text.split()[1])
-
-
-def jain(shares: list[int]) -> float:
-    """Jain's fairness index: 1.0 when every share is equal, 1/n when one takes all."""
-    return sum(shares) ** 2 / (len(shares) * sum(x * x for x in shares))
-
-
 @pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("workers", [2, 4])
 def test_websockets_opened_at_once_are_spread_evenly(loop: str, workers: int) -> None:
@@ -152,21 +124,11 @@ def test_websockets_opened_at_once_are_spread_evenly(loop: str, workers: int) ->
             socks = [stack.enter_context(srv.connect()) for _ in range(200)]
             for sock in socks:
                 sock.sendall(WS_UPGRADE)
-            pids = [ws_worker_of(sock) for sock in socks]
+            pids = [websocket_greeting_pid(sock) for sock in socks]
         shares = [pids.count(pid) for pid in srv.worker_pids(1)]
     assert max(shares) - min(shares) <= MARGIN + 2, shares
     assert jain(shares) >= 0.95, shares
     assert min(shares) >= 200 / workers / 2, shares
-
-
-def open_fds(pid: int) -> int:
-    """The sockets ``pid`` holds (other descriptors, like the /dev/null libuv opens at its
-    first connection, do not count)."""
-    count = 0
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        with contextlib.suppress(FileNotFoundError):
-            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
-    return count
 
 
 @pytest.mark.parametrize("loop", LOOPS)
@@ -179,7 +141,7 @@ def test_a_burst_queued_while_every_worker_slept_reaches_every_worker(
     with Server("tests.apps:tagged", "-w", str(workers), "--loop", loop, "--no-access-log") as srv:
         wait_until(lambda: len(srv.worker_pids(1)) == workers, 10, f"{workers} workers")
         pids = srv.worker_pids(1)
-        baseline = {pid: open_fds(pid) for pid in pids}
+        baseline = {pid: open_sockets(pid) for pid in pids}
         for _ in range(5):
             with contextlib.ExitStack() as stack:
                 for pid in pids:
@@ -198,7 +160,7 @@ def test_a_burst_queued_while_every_worker_slept_reaches_every_worker(
             # The next burst starts from zero: a worker still counting this one's
             # connections would rightly take fewer of the next.
             wait_until(
-                lambda: all(open_fds(pid) <= baseline[pid] for pid in pids),
+                lambda: all(open_sockets(pid) <= baseline[pid] for pid in pids),
                 10,
                 "the workers to close the burst's connections",
             )
