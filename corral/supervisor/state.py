@@ -185,6 +185,11 @@ class Supervisor:
     def state(self) -> State:
         return self._state
 
+    @property
+    def target(self) -> int:
+        """How many slots the machine is filling (TTIN/TTOU and reloads change it)."""
+        return self._target
+
     def workers(self) -> dict[int, WorkerInfo]:
         """Every worker process not yet reaped, by pid."""
         return self._pool.info()
