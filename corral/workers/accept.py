@@ -27,6 +27,12 @@ MARGIN plus the accepts in flight at one moment, whatever the scheduler does.
 whose loop is blocked, that is stopping, or that died is left out after at most LIVE_S:
 it can hold the others back no longer than that.
 
+The table is an anonymous shared mapping: it survives fork, not exec. After a USR2
+re-exec the new master maps a new one for the workers it forks; the workers it adopted
+go on balancing among themselves on the old one until the new generation retires them.
+A worker beyond :data:`TABLE_ENTRIES` (a server grown that far with TTIN) accepts
+without the rule.
+
 Stopping (:meth:`Acceptor.stop`): the worker stops watching, marks itself as not
 accepting, optionally accepts whatever is already queued (so a connection made before
 a stop began is served, not reset), then closes its copies of the sockets. Once every
