@@ -20,24 +20,21 @@ States (:class:`WebSocketState`)::
         +--reject_start()--> CLOSING (rejecting) --last reject_body()----------> CLOSED
         +--bad handshake (at construction), EOF -------------------------------> CLOSED
 
+The work is split as h11 splits its state machine from its readers and writers. This
+file is the state machine: the states, the app's decisions, the timers, the endings.
+Beside it, :class:`~corral.protocol.ws_handshake.Handshake` checks the upgrade request
+(400, or 426, RFC 6455 section 4.2.1) and builds the handshake's responses, handing
+wsproto the request h11 already parsed; :class:`~corral.protocol.ws_reader.MessageReader`
+reads the peer's frames into messages, answers its Pings and Close, and reports how
+its input ended; ``ws_frames.py`` builds the frames we send (only Close goes through
+wsproto, to keep its closing handshake state right); ``ws_limits.py`` and
+``ws_deflate.py`` hold the policy.
+
 Rules:
 
-* The handshake is checked by :func:`~corral.protocol.ws_limits.check_handshake`
-  before wsproto sees it, so the status (400 or 426) is ours to choose. It is then
-  handed to wsproto with ``initiate_upgrade_connection``, which re-reads the same
-  parsed headers: one parser, no re-serialised bytes from the network. The responses
-  are built by :class:`~corral.protocol.ws_handshake.Handshake`; the states are here.
 * Nothing is sent before the app decides (ASGI: the server must not finish the
   handshake first). Bytes the client sends early are buffered, up to one maximum
-  message, and fed to wsproto after the 101 goes out.
-* Frames are parsed by wsproto; sizes and fragment counts are bounded from frame
-  headers by :class:`~corral.protocol.ws_limits.MessageGuard`, inflation by
-  :class:`~corral.protocol.ws_deflate.BoundedDeflate`. Two kinds of frame skip it
-  (``ws_frames.py``): outgoing server frames, unmasked and simple, are built without
-  wsproto's three copies (only Close goes through wsproto, to keep its closing
-  handshake state right); and whole, unfragmented text and binary client frames are
-  read without it while it is between messages (``private.between_messages``), which
-  ``simple_frames`` counts.
+  message, and read after the 101 goes out.
 * Bad peer input never raises: the connection is failed (RFC 6455 section 7.1.7) with
   a Close frame carrying 1002, 1007, 1009 or the guard's code, then CLOSED. Misuse by
   the caller raises :class:`LocalProtocolError`; sending on a closing or closed
@@ -53,9 +50,7 @@ Rules:
   with none owed is immediate, as is one the caller causes (keepalive timeout, full
   outbound buffer), which no answer can help. The close code is the same either way.
 * A Close from the peer is echoed at once (section 5.5.1), and the server then closes
-  TCP first (section 7.1.1). Every Ping gets a Pong, during our own closing handshake
-  too: section 5.5.2 excuses only an endpoint that has *received* a Close. (Section
-  5.5.3 would allow answering only the last of several; Autobahn 2.10 fails that.)
+  TCP first (section 7.1.1). Pings are answered as they are read (ws_reader.py).
 * Every connection that got past the handshake check ends in exactly one
   :class:`CloseReceived` from the input side (``receive_*``, ``tick``,
   ``check_outbound_buffer``, ``mark_caught_up``; and ``send_close`` in FAILING, which
@@ -79,12 +74,10 @@ logging, the application.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, final
 
 from wsproto import events as wsevents
-from wsproto.connection import ConnectionState
 
-from corral.protocol.private import between_messages
 from corral.protocol.request import Request
 from corral.protocol.ws_deflate import BoundedDeflate
 from corral.protocol.ws_events import (
@@ -103,24 +96,16 @@ from corral.protocol.ws_events import (
     TextMessage,
     WebSocketState,
 )
-from corral.protocol.ws_frames import (
-    FIN_BINARY,
-    FIN_PING,
-    FIN_PONG,
-    FIN_TEXT,
-    RSV1,
-    queue_frame,
-    read_simple_frames,
-)
+from corral.protocol.ws_frames import FIN_BINARY, FIN_PING, FIN_TEXT, queue_frame, queue_message
 from corral.protocol.ws_handshake import Handshake
 from corral.protocol.ws_limits import (
     REFUSAL_400,
     REFUSAL_426,
-    MessageGuard,
     Refusal,
     WebSocketLimits,
     sendable_close_code,
 )
+from corral.protocol.ws_reader import Ending, MessageReader
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -146,12 +131,6 @@ __all__ = [
 ]
 
 
-#: Messages shorter than this go out uncompressed even when deflate is on (RFC 7692
-#: lets each message choose). Below ~64 bytes deflate's block overhead eats the gain,
-#: and zlib's fixed cost per call dominates a small echo.
-_MIN_COMPRESS_BYTES: Final = 64
-
-
 @final
 class WebSocketCore:
     """One server-side WebSocket connection, from the upgrade request to the end.
@@ -161,18 +140,13 @@ class WebSocketCore:
     ``error_status_hint`` set, and the app must not be called.
 
     One class for the whole life, though it is longer than the house's ~250 lines:
-    every method reads and moves the one state, and a frame object taking over from
-    this one would put a hop on the per-message path. What is not state lives beside
-    it: the policy in ws_limits and ws_deflate, the handshake's responses in
-    ws_handshake (it hands wsproto's connection over at accept()), the frames read and
-    written without wsproto in ws_frames, the events in ws_events. What is here is the
-    state machine itself.
+    every public method reads and moves the one state, and splitting it would spread
+    that state over objects or put a hop on the per-message path. What is not state
+    lives beside it (module docstring).
 
     Attributes:
         error_status_hint: The HTTP status of a refused handshake, else None.
         error_reason: Why the handshake was refused, for the log; "" if it was not.
-        simple_frames: Messages read on the fast path, without wsproto
-            (``ws_frames.read_simple_frames``): for tests and debugging.
     """
 
     def __init__(self, request: Request, trailing: bytes, *, limits: WebSocketLimits) -> None:
@@ -186,27 +160,26 @@ class WebSocketCore:
         self._events: list[Event] = []
         self._out: list[bytes] = []
         self._early = bytearray(trailing)
-        # Set by accept(): the frame-level connection, and the extensions in use.
+        # Set by accept(): the frame-level connection, for our Close, and the inflater
+        # and compressor if permessage-deflate was negotiated, for our messages.
         self._conn: Connection | None = None
-        self._guard: MessageGuard | None = None
         self._deflate: BoundedDeflate | None = None
-        # Fragments of the message being reassembled; one list per kind for typing.
-        self._text_parts: list[str] = []
-        self._byte_parts: list[bytes] = []
-        # Timers: last inbound activity or keepalive ping, the outstanding keepalive
-        # payload, a counter to make payloads unique, and when our Close went out.
+        # The peer's side (ws_reader.py), started by accept(). Its receive() is bound
+        # here: reading adds no call to the per-message path.
+        reader = self._reader = MessageReader(limits)
+        self._read = reader.receive
+        # Timers: last inbound activity or keepalive ping (the payload awaiting its
+        # Pong is the reader's), a counter to make payloads unique, and when our Close
+        # went out.
         self._idle_since: float | None = None
-        self._ping_payload: bytes | None = None
         self._ping_count = 0
         self._closing_since: float | None = None
-        # Answers owed: a message was delivered since the last mark_caught_up(). A
-        # failure found meanwhile waits in FAILING: its code and reason, and since when.
-        self._owed = False
+        # A failure found while answers are owed (the reader's ``owed``) waits in
+        # FAILING: its code and reason, and since when.
         self._failure: tuple[int, str] | None = None
         self._failing_since: float | None = None
         self.error_status_hint: int | None = None
         self.error_reason = ""
-        self.simple_frames = 0
         self._handshake = Handshake(request, trailing, limits)
         if self._handshake.refusal is not None:
             self._refuse(self._handshake.refusal)
@@ -222,6 +195,11 @@ class WebSocketCore:
     def subprotocols(self) -> list[str]:
         """Subprotocols the client offered, in its order of preference (a copy)."""
         return list(self._handshake.subprotocols)
+
+    @property
+    def simple_frames(self) -> int:
+        """Messages read on the fast path, without wsproto: for tests and debugging."""
+        return self._reader.simple_frames
 
     def close_expected(self) -> bool:
         """True once the TCP connection should be closed after flushing data_to_send()."""
@@ -265,15 +243,17 @@ class WebSocketCore:
         """
         if self._state is not CONNECTING:
             raise self._state_error("accept")
-        response, self._conn, self._guard, self._deflate = self._handshake.accept(
-            subprotocol, headers
-        )
+        response, conn, guard, self._deflate = self._handshake.accept(subprotocol, headers)
+        self._conn = conn
+        self._reader.start(conn, guard, self._deflate)
         self._state = OPEN
         self._out.append(response)
         early = self._early
         self._early = bytearray()
         if early:
-            self._receive_frames(bytes(early))
+            ending = self._read(bytes(early), self._events, self._out)
+            if ending is not None:
+                self._end_input(ending)
 
     def reject(
         self, status: int = 403, headers: Iterable[tuple[bytes, bytes]] = (), body: bytes = b""
@@ -344,7 +324,9 @@ class WebSocketCore:
         state = self._state
         if state is OPEN or (state is CLOSING and not self._rejecting):
             self._idle_since = now
-            self._receive_frames(data)
+            ending = self._read(data, self._events, self._out)
+            if ending is not None:
+                self._end_input(ending)
         elif state is CONNECTING:
             self._early += data
             if len(self._early) > self._limits.max_message_size:
@@ -377,105 +359,27 @@ class WebSocketCore:
         if self._state is FAILING:
             self._fail_held()
             return True
-        self._owed = False
+        self._reader.owed = False
         return False
 
-    def _receive_frames(self, data: bytes) -> None:
-        conn = self._conn
-        assert conn is not None  # set by accept(), the only way into OPEN
-        events = self._events
-        if self._state is OPEN and self._deflate is None and between_messages(conn):
-            # The fast path (ws_frames.py): whole simple frames, wsproto skipped.
-            before = len(events)
-            used = read_simple_frames(data, self._limits.max_message_size, events)
-            if used:
-                self.simple_frames += len(events) - before
-                self._owed = True
-                if used == len(data):
-                    return
-                data = data[used:]
-        conn.receive_data(data)
-        for event in conn.events():
-            # Most common first. wsproto yields a message in pieces as its bytes
-            # arrive; an unfragmented message that arrived whole costs no join.
-            if isinstance(event, wsevents.TextMessage):
-                text_parts = self._text_parts
-                if not event.message_finished:
-                    if event.data:
-                        text_parts.append(event.data)
-                elif text_parts:
-                    text_parts.append(event.data)
-                    events.append(TextMessage("".join(text_parts)))
-                    text_parts.clear()
-                    self._owed = True
-                else:
-                    events.append(TextMessage(event.data))
-                    self._owed = True
-            elif isinstance(event, wsevents.BytesMessage):
-                # wsproto types the data bytes | bytearray but yields bytes, for which
-                # bytes() is the identity, not a copy.
-                data = bytes(event.data)
-                byte_parts = self._byte_parts
-                if not event.message_finished:
-                    if data:
-                        byte_parts.append(data)
-                elif byte_parts:
-                    byte_parts.append(data)
-                    events.append(BytesMessage(b"".join(byte_parts)))
-                    byte_parts.clear()
-                    self._owed = True
-                else:
-                    events.append(BytesMessage(data))
-                    self._owed = True
-            elif isinstance(event, wsevents.Ping):
-                # RFC 6455 section 5.5.2: a Pong echoes the Ping's payload.
-                queue_frame(self._out, FIN_PONG, event.payload)
-            elif isinstance(event, wsevents.Pong):
-                if event.payload == self._ping_payload:
-                    self._ping_payload = None
-                events.append(PongReceived(event.payload))
-            else:
-                assert isinstance(event, wsevents.CloseConnection)
-                # wsproto yields nothing after a Close or a parse failure.
-                self._on_close(conn, event)
-                return
-
-    def _on_close(self, conn: Connection, event: wsevents.CloseConnection) -> None:
-        """A Close frame arrived, or wsproto (or an extension) failed a frame."""
-        code = int(event.code)
-        reason = event.reason or ""
-        their_state = conn.state
-        if their_state is ConnectionState.REMOTE_CLOSING:
-            # The peer began the closing handshake: echo its code (section 5.5.1; not
-            # its reason, which is for its own logs). wsproto sends no code for 1005.
-            self._out.append(conn.send(wsevents.CloseConnection(code=event.code)))
-        elif their_state is ConnectionState.OPEN:
-            # A parse failure leaves wsproto OPEN. Fail the connection (section 7.1.7):
-            # a Close with the chosen code, then close TCP without waiting. With answers
-            # owed, hold it (module docstring); wsproto stays OPEN, so the Close can
-            # still be sent later, and it is fed nothing more.
-            reason = self._failure_reason(reason)
-            if self._owed and self._state is OPEN and self._limits.answer_grace_s > 0:
-                self._failure = (code, reason)
-                # The time of the read that brought the bad frame; None from accept(),
-                # which takes no time: next_deadline() then asks for a tick at once.
-                self._failing_since = self._idle_since
-                self._state = FAILING
-                return
-            self._out.append(conn.send(wsevents.CloseConnection(code=code, reason=reason)))
-        elif their_state is ConnectionState.LOCAL_CLOSING:
-            # A failure after our own Close: a second Close is not allowed (section
-            # 5.5.1) and none came from the peer, so 1006.
-            code, reason = 1006, ""
-        # Otherwise CLOSED: the peer answered our Close and the handshake is complete.
-        self._finish(code, reason)
-
-    def _failure_reason(self, reason: str) -> str:
-        # wsproto says only "error in extension" when the guard or inflater refused.
-        for extension in (self._guard, self._deflate):
-            if extension is not None and extension.failure is not None:
-                return extension.failure
-        return reason
+    def _end_input(self, ending: Ending) -> None:
+        """The reader's input ended: a Close from the peer, or bad input."""
+        code = ending.code
+        reason = ending.reason
+        if not ending.fail:
+            self._finish(code, reason)
+        elif self._reader.owed and self._state is OPEN and self._limits.answer_grace_s > 0:
+            # Answers are owed: hold the failure (module docstring). wsproto stays
+            # OPEN, so the Close can still be sent later, and it is fed nothing more.
+            self._failure = (code, reason)
+            # The time of the read that brought the bad frame; None from accept(),
+            # which takes no time: next_deadline() then asks for a tick at once.
+            self._failing_since = self._idle_since
+            self._state = FAILING
+        else:
+            # Fail the connection (section 7.1.7): a Close with the chosen code, then
+            # close TCP without waiting.
+            self._fail(code, reason)
 
     # -- sending -----------------------------------------------------------------------
 
@@ -495,7 +399,7 @@ class WebSocketCore:
             payload = data.encode()
         except UnicodeEncodeError as exc:
             raise LocalProtocolError("text is not encodable as UTF-8") from exc
-        self._send_message(FIN_TEXT, payload)
+        queue_message(self._out, FIN_TEXT, payload, self._deflate)
 
     def send_bytes(self, data: bytes) -> None:
         """Queue a binary message; allowed in OPEN and FAILING, as send_text().
@@ -507,7 +411,7 @@ class WebSocketCore:
         state = self._state
         if state is not OPEN and state is not FAILING:
             raise self._state_error("send")
-        self._send_message(FIN_BINARY, data)
+        queue_message(self._out, FIN_BINARY, data, self._deflate)
 
     def send_ping(self, payload: bytes = b"") -> None:
         """Queue a Ping; its Pong arrives as :class:`PongReceived`.
@@ -551,13 +455,8 @@ class WebSocketCore:
             raise LocalProtocolError("close reason is not encodable as UTF-8") from exc
         self._out.append(frame)
         self._state = CLOSING
-
-    def _send_message(self, first: int, payload: bytes) -> None:
-        deflate = self._deflate
-        if deflate is not None and len(payload) >= _MIN_COMPRESS_BYTES:
-            payload = deflate.compress(payload)
-            first |= RSV1
-        queue_frame(self._out, first, payload)
+        # wsproto alone reads the rest of the closing handshake (ws_reader.py).
+        self._reader.fast_path = False
 
     # -- time and flow control ---------------------------------------------------------
 
@@ -565,7 +464,7 @@ class WebSocketCore:
         """When tick() next has work: None for never, ``-inf`` for at once."""
         state = self._state
         if state is OPEN:
-            wait = self._ping_interval if self._ping_payload is None else self._ping_timeout
+            wait = self._ping_interval if self._reader.awaited_pong is None else self._ping_timeout
             if wait == math.inf:
                 return None
             return -math.inf if self._idle_since is None else self._idle_since + wait
@@ -596,14 +495,14 @@ class WebSocketCore:
             idle_since = self._idle_since
             if idle_since is None:
                 self._idle_since = now
-            elif self._ping_payload is not None:
+            elif self._reader.awaited_pong is not None:
                 if now >= idle_since + self._ping_timeout:
                     self._fail(1011, "keepalive ping timeout")
             elif now >= idle_since + self._ping_interval:
                 # A counter makes each payload unique without a random source.
                 self._ping_count = (self._ping_count + 1) & 0xFFFFFFFF
-                self._ping_payload = self._ping_count.to_bytes(4, "big")
-                queue_frame(self._out, FIN_PING, self._ping_payload)
+                payload = self._reader.awaited_pong = self._ping_count.to_bytes(4, "big")
+                queue_frame(self._out, FIN_PING, payload)
                 self._idle_since = now
         elif state is FAILING:
             if self._failing_since is None:
@@ -678,5 +577,4 @@ class WebSocketCore:
         self._events.append(ABNORMAL if code == 1006 else CloseReceived(code, reason))
         self._state = CLOSED
         # Drop a half-reassembled message now rather than with the object.
-        self._text_parts.clear()
-        self._byte_parts.clear()
+        self._reader.drop_message()

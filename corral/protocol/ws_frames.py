@@ -7,7 +7,8 @@ of an outgoing payload; an event, a buffer and a decoder pass for an incoming on
 kinds of frame are simple enough to handle here, by RFC 6455 section 5.2's layout:
 
 * Outgoing: every frame a server sends is unmasked and whole, so :func:`queue_frame`
-  packs the header and, up to :data:`COALESCE_MAX`, joins it to the payload. Only
+  packs the header and, up to :data:`COALESCE_MAX`, joins it to the payload;
+  :func:`queue_message` compresses a message first when permessage-deflate is on. Only
   Close goes through wsproto (``websocket.py``), to keep its closing handshake state.
 * Incoming: :func:`read_simple_frames` reads the complete, unfragmented, masked text
   and binary frames at the start of a read, and stops at the first frame that is
@@ -29,9 +30,12 @@ What this file must not know: the connection's state, wsproto, timers, the app.
 from __future__ import annotations
 
 import struct
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from corral.protocol.ws_events import BytesMessage, Event, TextMessage
+
+if TYPE_CHECKING:
+    from corral.protocol.ws_deflate import BoundedDeflate
 
 __all__ = [
     "COALESCE_MAX",
@@ -39,8 +43,10 @@ __all__ = [
     "FIN_PING",
     "FIN_PONG",
     "FIN_TEXT",
+    "MIN_COMPRESS_BYTES",
     "RSV1",
     "queue_frame",
+    "queue_message",
     "read_simple_frames",
     "unmask",
 ]
@@ -63,6 +69,11 @@ _PACK_LONG: Final = struct.Struct("!BBQ").pack
 #: one small copy); above it they are queued apart so a big payload is never copied.
 COALESCE_MAX: Final = 16 * 1024
 
+#: Messages shorter than this go out uncompressed even when deflate is on (RFC 7692
+#: lets each message choose). Below ~64 bytes deflate's block overhead eats the gain,
+#: and zlib's fixed cost per call dominates a small echo.
+MIN_COMPRESS_BYTES: Final = 64
+
 
 def queue_frame(out: list[bytes], first: int, payload: bytes) -> None:
     """Append a whole, unmasked server frame to ``out``: header byte ``first`` (FIN,
@@ -81,6 +92,18 @@ def queue_frame(out: list[bytes], first: int, payload: bytes) -> None:
         out.append(header + payload)
     else:
         out += (header, payload)
+
+
+def queue_message(
+    out: list[bytes], first: int, payload: bytes, deflate: BoundedDeflate | None
+) -> None:
+    """Append a whole text or binary message as one frame, as :func:`queue_frame` does,
+    compressed with ``deflate`` (and RSV1 set, RFC 7692 section 6) from
+    :data:`MIN_COMPRESS_BYTES` on when permessage-deflate was negotiated."""
+    if deflate is not None and len(payload) >= MIN_COMPRESS_BYTES:
+        payload = deflate.compress(payload)
+        first |= RSV1
+    queue_frame(out, first, payload)
 
 
 # -- frames the client sends -----------------------------------------------------------

@@ -460,7 +460,8 @@ class WSDriver:
     def check_bounds(self) -> None:
         core = self.core
         assert core._early == bytearray()  # accepted: nothing waits for the handshake
-        parts = sum(len(p.encode()) for p in core._text_parts) + sum(map(len, core._byte_parts))
+        reader = core._reader
+        parts = sum(len(p.encode()) for p in reader._text_parts) + sum(map(len, reader._byte_parts))
         assert parts <= WS_LIMITS.max_message_size
         conn = core._conn
         if conn is not None:
