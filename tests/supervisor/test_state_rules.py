@@ -130,6 +130,8 @@ class SupervisorRules(RuleBasedStateMachine):
         self.ready_at: dict[int, float] = {}
         self.spawn_failures = 0
         self.exec_works = True
+        #: The machine's last STATUS line while live (None while stopping).
+        self.status: re.Match[str] | None = None
         self.exit_code: int | None = None
         #: Every check passed after the last step: only then does teardown drain the run.
         self.clean = False
@@ -205,17 +207,20 @@ class SupervisorRules(RuleBasedStateMachine):
         sup, up = self.sup, serving(self.sup.workers())
         in_range = [w for w in up.values() if w.slot < sup.target]
         for action in actions:
-            if isinstance(action, Notify) and (status := STATUS.fullmatch(action.message)):
-                # The status line counts the in-range slots the current generation serves.
-                ready, target, generation = map(int, status.groups())
-                assert target == sup.target, action
-                current = [w for w in in_range if w.ready and w.generation >= generation]
-                assert ready == len(current), f"{action} but {len(current)} serve"
+            if isinstance(action, Notify) and action.message.startswith("STATUS="):
+                self.status = STATUS.fullmatch(action.message)
             elif isinstance(action, Spawn) and sup.state is State.RUNNING:
                 # RUNNING means no reload is under way: nothing in range is older than a
                 # worker being started (an abandoned reload went back to its generation).
                 oldest = min((w.generation for w in in_range), default=action.generation)
                 assert action.generation <= oldest, f"{action} beside generation {oldest}"
+        if self.status and sup.state in LIVE:
+            # The last status line (it is sent again only when it changes) counts the
+            # in-range slots that a worker of the current generation serves.
+            ready, target, generation = map(int, self.status.groups())
+            assert target == sup.target, self.status.group(0)
+            current = [w for w in in_range if w.ready and w.generation >= generation]
+            assert ready == len(current), f"{self.status.group(0)} but {len(current)} serve"
         return actions
 
     def answer(self, spawn: Spawn) -> Event:
@@ -234,6 +239,7 @@ class SupervisorRules(RuleBasedStateMachine):
             for pid, w in sorted(self.sup.workers().items())
         ]
         self.sup = Supervisor(self.settings, now=self.now, adopted=adopted)
+        self.status = None  # the new machine reports its own
         # The new machine knows nothing of dumps and kills: it starts every timer anew.
         self.killed.clear()
         self.dumped.clear()
