@@ -149,7 +149,12 @@ PRIVILEGED_PORT = 80
 
 
 def _unprivileged() -> tuple[str, ...]:
-    """A command prefix that runs corral as an unprivileged user (nobody), or skip."""
+    """A command prefix that runs corral without the privilege to bind a low port, or skip.
+
+    As root the privilege is CAP_NET_BIND_SERVICE, dropped from the bounding set for the
+    command (it keeps root's uid, so it can still read an interpreter installed under
+    /root, as pyenv's are: running it as nobody could not even load libpython).
+    """
     start = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start")
     if start.exists() and int(start.read_text()) <= PRIVILEGED_PORT:
         pytest.skip(f"this kernel lets anyone bind port {PRIVILEGED_PORT}")
@@ -157,8 +162,8 @@ def _unprivileged() -> tuple[str, ...]:
         return ()
     setpriv = shutil.which("setpriv")
     if setpriv is None:
-        pytest.skip("setpriv (util-linux) is needed to drop root for this test")
-    return (setpriv, "--reuid=65534", "--regid=65534", "--clear-groups")
+        pytest.skip("setpriv (util-linux) is needed to drop the capability for this test")
+    return (setpriv, "--bounding-set=-net_bind_service", "--inh-caps=-net_bind_service")
 
 
 def test_privileged_port_as_a_normal_user_says_why():
