@@ -39,11 +39,12 @@ import coverage
 #: No module of corral/ should be under this figure.
 MODULE_FLOOR = 75.0
 
-#: Off while modules are under the floor (measured on Python 3.13: workers/filesend.py
-#: 33 %: its fallback copy for loops without sendfile and its error paths run in no
-#: test; logs.py 74.8 %: USR1's reopen_log_files, the coloured level, a TOML
-#: --log-config, the exception field of a JSON line): a floor the code does not meet
-#: would only make CI red. Turn it on once every module meets it.
+#: Off: the whole-program run on Python 3.13 found two modules under the floor,
+#: workers/filesend.py (33 %) and logs.py (74.8 %), and a floor the code does not meet
+#: would only make CI red. tests/workers/test_filesend.py and tests/test_logs.py came
+#: after that run; with their data added the two read 95.6 % and 98.3 %, which leaves
+#: supervisor/sockets.py (75.5 %) and workers/privileges.py (75.8 %) the lowest, right at
+#: the floor. Turn this on once a CI run of this step shows every module over it.
 MODULE_FLOOR_ENFORCED = False
 
 #: The first coverage.py with every ``patch`` that pyproject.toml asks for ("fork" is
