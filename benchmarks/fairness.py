@@ -165,11 +165,18 @@ def hello_ab(rev: str, pairs: int, seconds: int) -> list[str]:
         base = export_revision(rev, Path(tmp) / "base")
         commit = (base / ".commit").read_text().strip()[:10]
         ratios = []
-        for _ in range(pairs):
-            with hello_server(base) as srv:
-                before = wrk(srv, seconds)
-            with hello_server(ROOT) as srv:
-                after = wrk(srv, seconds)
+        for pair in range(pairs):
+            # A B, then B A: a machine that drifts within a pair favours neither side.
+            if pair % 2:
+                with hello_server(ROOT) as srv:
+                    after = wrk(srv, seconds)
+                with hello_server(base) as srv:
+                    before = wrk(srv, seconds)
+            else:
+                with hello_server(base) as srv:
+                    before = wrk(srv, seconds)
+                with hello_server(ROOT) as srv:
+                    after = wrk(srv, seconds)
             ratios.append(after / before)
             print(f"hello: {commit} {before:.0f} req/s, working tree {after:.0f}", flush=True)
     listed = ", ".join(f"{r:.3f}" for r in ratios)
