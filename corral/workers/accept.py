@@ -186,8 +186,6 @@ class Acceptor:
         self._watching = False
         self._held: asyncio.TimerHandle | None = None
         self._stopped = False
-        #: Connections accepted so far (tests and the debug log read it).
-        self.accepted = 0
 
     # -- watching ------------------------------------------------------------------------------
 
@@ -290,7 +288,6 @@ class Acceptor:
 
     def _start(self, conn: socket.socket) -> None:
         conn.setblocking(False)
-        self.accepted += 1
         self._connecting += 1
         self._publish()
         task = self._loop.create_task(self._connect(conn))
