@@ -19,8 +19,9 @@ a small shared-memory array the master maps before forking. The rule:
 A worker over that line stops watching the sockets and looks again every
 :data:`REBALANCE_POLL_S` (and whenever one of its connections closes); its siblings,
 woken by the same readiness, take the connections. The least-loaded worker always
-passes the rule, so someone always accepts; the spread between workers stays within
-MARGIN plus the accepts in flight at one moment, whatever the scheduler does.
+passes the rule, so someone always accepts; while every worker's loop turns within
+:data:`LIVE_S`, the spread between workers stays within MARGIN plus the accepts in
+flight at one moment, whichever worker the scheduler runs first.
 
 "Live" means the sibling said it accepts and refreshed its entry within
 :data:`LIVE_S` (the worker's sweep refreshes it from inside its event loop). A sibling
